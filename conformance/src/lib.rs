@@ -1,0 +1,2 @@
+//! Grid's conformance tools: the `gridwire` inspector, the deterministic simulation,
+//! the async suite shared by every runtime, and the benchmarks.

@@ -1,0 +1,448 @@
+//! One grid frame: the msgpack 7-array, then the optional subroute and CRC trailers.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::msgpack::{self, Reader};
+use super::{DecodeError, SubrouteId};
+
+/// A frame's operation (`PROTOCOL.md` §2.1).
+///
+/// Values this version does not know decode as [`Op::Unknown`]; the session decides what
+/// to do with them (it logs and ignores them, as the protocol says).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// The dialer's first message: payload is a connect request.
+    Connect,
+    /// The acceptor's answer to [`Op::Connect`].
+    ConnectResponse,
+    /// A connection ping (mux 0) or a stream liveness ping.
+    Ping,
+    /// The answer to a ping.
+    Pong,
+    /// Opens a stream.
+    ConnectMux,
+    /// Rejects a request or a stream open.
+    MuxConnectError,
+    /// "Drop your outgoing mux with this id."
+    DisconnectClientMux,
+    /// "Cancel your incoming mux with this id."
+    DisconnectServerMux,
+    /// A stream item (or EOF) from the mux client.
+    MuxClientMsg,
+    /// A stream item (or EOF, or error) from the mux server.
+    MuxServerMsg,
+    /// One more send credit for the mux server.
+    UnblockSrvMux,
+    /// One more send credit for the mux client.
+    UnblockClMux,
+    /// The mux server accepted a stream.
+    AckMux,
+    /// A single request.
+    Request,
+    /// The answer to a single request.
+    Response,
+    /// Defined by the protocol but never sent.
+    Disconnect,
+    /// A container holding several frames.
+    Merged,
+    /// A value this version does not know.
+    Unknown(u8),
+}
+
+impl Op {
+    /// The wire value.
+    pub const fn as_u8(self) -> u8 {
+        match self {
+            Op::Connect => 1,
+            Op::ConnectResponse => 2,
+            Op::Ping => 3,
+            Op::Pong => 4,
+            Op::ConnectMux => 5,
+            Op::MuxConnectError => 6,
+            Op::DisconnectClientMux => 7,
+            Op::DisconnectServerMux => 8,
+            Op::MuxClientMsg => 9,
+            Op::MuxServerMsg => 10,
+            Op::UnblockSrvMux => 11,
+            Op::UnblockClMux => 12,
+            Op::AckMux => 13,
+            Op::Request => 14,
+            Op::Response => 15,
+            Op::Disconnect => 16,
+            Op::Merged => 17,
+            Op::Unknown(v) => v,
+        }
+    }
+
+    /// The op for a wire value.
+    pub const fn from_u8(v: u8) -> Op {
+        match v {
+            1 => Op::Connect,
+            2 => Op::ConnectResponse,
+            3 => Op::Ping,
+            4 => Op::Pong,
+            5 => Op::ConnectMux,
+            6 => Op::MuxConnectError,
+            7 => Op::DisconnectClientMux,
+            8 => Op::DisconnectServerMux,
+            9 => Op::MuxClientMsg,
+            10 => Op::MuxServerMsg,
+            11 => Op::UnblockSrvMux,
+            12 => Op::UnblockClMux,
+            13 => Op::AckMux,
+            14 => Op::Request,
+            15 => Op::Response,
+            16 => Op::Disconnect,
+            17 => Op::Merged,
+            v => Op::Unknown(v),
+        }
+    }
+
+    /// The protocol's name without the `Op` prefix (`Ping`, `Request`, ...).
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        let s = match self {
+            Op::Connect => "Connect",
+            Op::ConnectResponse => "ConnectResponse",
+            Op::Ping => "Ping",
+            Op::Pong => "Pong",
+            Op::ConnectMux => "ConnectMux",
+            Op::MuxConnectError => "MuxConnectError",
+            Op::DisconnectClientMux => "DisconnectClientMux",
+            Op::DisconnectServerMux => "DisconnectServerMux",
+            Op::MuxClientMsg => "MuxClientMsg",
+            Op::MuxServerMsg => "MuxServerMsg",
+            Op::UnblockSrvMux => "UnblockSrvMux",
+            Op::UnblockClMux => "UnblockClMux",
+            Op::AckMux => "AckMux",
+            Op::Request => "Request",
+            Op::Response => "Response",
+            Op::Disconnect => "Disconnect",
+            Op::Merged => "Merged",
+            Op::Unknown(v) => return format!("Op({v})").into(),
+        };
+        s.into()
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A frame's flag bits (`PROTOCOL.md` §2.2). Unknown bits are kept as they are.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    /// No flags.
+    pub const NONE: Flags = Flags(0);
+    /// A 4-byte CRC trailer is present.
+    pub const CRC: Flags = Flags(0x01);
+    /// End of stream in this direction (also set on requests and responses).
+    pub const EOF: Flags = Flags(0x02);
+    /// A stateless stream: not supported, rejected by servers.
+    pub const STATELESS: Flags = Flags(0x04);
+    /// The payload is an error text.
+    pub const PAYLOAD_IS_ERR: Flags = Flags(0x08);
+    /// The payload is present and empty (as opposed to absent).
+    pub const PAYLOAD_IS_ZERO: Flags = Flags(0x10);
+    /// A 32-byte subroute trailer is present.
+    pub const SUBROUTE: Flags = Flags(0x20);
+
+    const NAMES: [(Flags, &'static str); 6] = [
+        (Flags::CRC, "CRC"),
+        (Flags::EOF, "EOF"),
+        (Flags::STATELESS, "STATELESS"),
+        (Flags::PAYLOAD_IS_ERR, "PAYLOAD_IS_ERR"),
+        (Flags::PAYLOAD_IS_ZERO, "PAYLOAD_IS_ZERO"),
+        (Flags::SUBROUTE, "SUBROUTE"),
+    ];
+
+    /// Whether every bit of `other` is set.
+    #[inline]
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// `self` with the bits of `other` set.
+    #[inline]
+    #[must_use]
+    pub const fn with(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    /// `self` with the bits of `other` cleared.
+    #[inline]
+    #[must_use]
+    pub const fn without(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
+    }
+
+    /// `self` with `other` set if `on`, cleared otherwise.
+    #[inline]
+    #[must_use]
+    pub const fn set(self, other: Flags, on: bool) -> Flags {
+        if on { self.with(other) } else { self.without(other) }
+    }
+
+    /// The names of the set bits, `|`-separated (unknown bits as hex).
+    pub fn names(self) -> String {
+        let mut parts: Vec<String> = Self::NAMES
+            .iter()
+            .filter(|(f, _)| self.contains(*f))
+            .map(|(_, n)| (*n).to_owned())
+            .collect();
+        let unknown = self.0 & 0xc0;
+        if unknown != 0 {
+            parts.push(format!("0x{unknown:02x}"));
+        }
+        parts.join("|")
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        self.with(rhs)
+    }
+}
+
+impl std::ops::BitOrAssign for Flags {
+    fn bitor_assign(&mut self, rhs: Flags) {
+        *self = self.with(rhs);
+    }
+}
+
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Flags({})", self.names())
+    }
+}
+
+/// One grid frame as it travels on the wire.
+///
+/// `payload` holds the raw bytes of the msgpack `bin`; whether an empty payload means
+/// "absent" or "present and empty" is carried by [`Flags::PAYLOAD_IS_ZERO`], see
+/// [`Frame::payload`]. The subroute trailer is present exactly when `subroute` is
+/// `Some`: the encoder sets or clears [`Flags::SUBROUTE`] to match.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The mux the frame belongs to; 0 for connection-level frames.
+    pub mux_id: u64,
+    /// The per-mux, per-direction sequence number.
+    pub seq: u32,
+    /// A relative deadline in milliseconds; 0 for none.
+    pub deadline_ms: u32,
+    /// The handler ID (0 for none).
+    pub handler: u8,
+    /// The operation.
+    pub op: Op,
+    /// The flag bits as sent.
+    pub flags: Flags,
+    /// The payload bytes (a slice of the received message, never a copy).
+    pub payload: Bytes,
+    /// The 32-byte subroute trailer.
+    pub subroute: Option<SubrouteId>,
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Frame");
+        d.field("mux_id", &self.mux_id)
+            .field("seq", &self.seq)
+            .field("deadline_ms", &self.deadline_ms)
+            .field("handler", &self.handler)
+            .field("op", &self.op)
+            .field("flags", &self.flags)
+            .field("payload_len", &self.payload.len());
+        if let Some(s) = &self.subroute {
+            d.field("subroute", s);
+        }
+        d.finish()
+    }
+}
+
+/// The fixed part of every frame: the array header and the op, which are one byte each.
+const ARRAY7: u8 = 0x97;
+/// Length of the CRC trailer.
+pub const CRC_LEN: usize = 4;
+/// Length of the subroute trailer.
+pub const SUBROUTE_LEN: usize = 32;
+
+impl Frame {
+    /// A frame with every field zero and no payload.
+    pub fn new(op: Op) -> Frame {
+        Frame {
+            mux_id: 0,
+            seq: 0,
+            deadline_ms: 0,
+            handler: 0,
+            op,
+            flags: Flags::NONE,
+            payload: Bytes::new(),
+            subroute: None,
+        }
+    }
+
+    /// The payload as the protocol means it: `None` when it is empty and
+    /// [`Flags::PAYLOAD_IS_ZERO`] is not set (absent), `Some` otherwise.
+    #[inline]
+    pub fn payload(&self) -> Option<&Bytes> {
+        if self.payload.is_empty() && !self.flags.contains(Flags::PAYLOAD_IS_ZERO) {
+            None
+        } else {
+            Some(&self.payload)
+        }
+    }
+
+    /// The flags the encoder writes: as given, with the subroute bit matching the trailer.
+    #[inline]
+    pub fn wire_flags(&self) -> Flags {
+        self.flags.set(Flags::SUBROUTE, self.subroute.is_some())
+    }
+
+    /// The exact number of bytes [`Frame::encode`] appends.
+    #[inline]
+    pub fn encoded_len(&self) -> usize {
+        let flags = self.wire_flags();
+        // array header, handler, op and flags: handler/op/flags may need two bytes each.
+        1 + msgpack::uint_len(self.mux_id)
+            + msgpack::uint_len(self.seq as u64)
+            + msgpack::uint_len(self.deadline_ms as u64)
+            + msgpack::uint_len(self.handler as u64)
+            + msgpack::uint_len(self.op.as_u8() as u64)
+            + msgpack::uint_len(flags.0 as u64)
+            + msgpack::bin_header_len(self.payload.len())
+            + self.payload.len()
+            + if flags.contains(Flags::SUBROUTE) { SUBROUTE_LEN } else { 0 }
+            + if flags.contains(Flags::CRC) { CRC_LEN } else { 0 }
+    }
+
+    /// Appends the frame to `out`: the 7-array, then the subroute trailer if present, then
+    /// the CRC if [`Flags::CRC`] is set.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.reserve(self.encoded_len());
+        let flags = self.wire_flags();
+        out.put_u8(ARRAY7);
+        msgpack::put_uint(out, self.mux_id);
+        msgpack::put_uint(out, self.seq as u64);
+        msgpack::put_uint(out, self.deadline_ms as u64);
+        msgpack::put_uint(out, self.handler as u64);
+        msgpack::put_uint(out, self.op.as_u8() as u64);
+        msgpack::put_uint(out, flags.0 as u64);
+        msgpack::put_bin_header(out, self.payload.len());
+        out.put_slice(&self.payload);
+        if let Some(s) = &self.subroute {
+            out.put_slice(s.as_bytes());
+        }
+        if flags.contains(Flags::CRC) {
+            let crc = crc(&out[start..]);
+            out.put_u32_le(crc);
+        }
+    }
+
+    /// Encodes the frame into a new buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        out.freeze()
+    }
+}
+
+/// The CRC the protocol uses: the low 32 bits of XXH3-64 (seed 0) over `bytes`.
+#[inline]
+pub fn crc(bytes: &[u8]) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(bytes) as u32
+}
+
+/// The parsed header of a frame: the fields, and where its trailing bytes lie.
+pub(crate) struct Parsed {
+    pub(crate) frame: Frame,
+    /// The bytes between the end of the array and the trailers (OpMerged's inner frames).
+    pub(crate) rest: std::ops::Range<usize>,
+}
+
+/// Parses one frame that fills `buf` exactly (its trailers are at the end of `buf`).
+///
+/// `base` is the offset of `buf` within the whole message, for error positions.
+pub(crate) fn parse(buf: &Bytes, base: usize) -> Result<Parsed, DecodeError> {
+    let at = |e: DecodeError| e.shifted(base);
+    let mut r = Reader::new(buf);
+    let len = r.read_array_len("frame array").map_err(at)?;
+    if len != 7 {
+        return Err(DecodeError::ArrayLength { at: base, len });
+    }
+    let mux_id = r.read_uint("MuxID").map_err(at)?;
+    let seq = r.read_uint_max("Seq", u32::MAX as u64).map_err(at)? as u32;
+    let deadline_ms = r.read_uint_max("DeadlineMS", u32::MAX as u64).map_err(at)? as u32;
+    let handler = r.read_uint_max("Handler", 255).map_err(at)? as u8;
+    let op = Op::from_u8(r.read_uint_max("Op", 255).map_err(at)? as u8);
+    let flags = Flags(r.read_uint_max("Flags", 255).map_err(at)? as u8);
+    let payload = r.read_bin_range("Payload").map_err(at)?;
+    let array_end = r.pos();
+
+    let mut end = buf.len();
+    if flags.contains(Flags::CRC) {
+        if end - array_end < CRC_LEN {
+            return Err(DecodeError::MissingTrailer {
+                trailer: "crc",
+                at: base + array_end,
+                want: CRC_LEN,
+                have: end - array_end,
+            });
+        }
+        end -= CRC_LEN;
+        let given = u32::from_le_bytes(buf[end..end + CRC_LEN].try_into().expect("4 bytes"));
+        let computed = crc(&buf[..end]);
+        if given != computed {
+            return Err(DecodeError::CrcMismatch {
+                at: base + end,
+                given,
+                computed,
+            });
+        }
+    }
+    let subroute = if flags.contains(Flags::SUBROUTE) {
+        if end - array_end < SUBROUTE_LEN {
+            return Err(DecodeError::MissingTrailer {
+                trailer: "subroute",
+                at: base + array_end,
+                want: SUBROUTE_LEN,
+                have: end - array_end,
+            });
+        }
+        end -= SUBROUTE_LEN;
+        let mut id = [0u8; SUBROUTE_LEN];
+        id.copy_from_slice(&buf[end..end + SUBROUTE_LEN]);
+        Some(SubrouteId::from_bytes(id))
+    } else {
+        None
+    };
+    // Only a merged container carries bytes between its array and its trailers. A
+    // conforming peer never leaves any elsewhere; rejecting them means a flipped op or
+    // flags byte is caught instead of being read as a different, valid frame.
+    if op != Op::Merged && end != array_end {
+        return Err(DecodeError::TrailingBytes {
+            at: base + array_end,
+            count: end - array_end,
+        });
+    }
+    Ok(Parsed {
+        frame: Frame {
+            mux_id,
+            seq,
+            deadline_ms,
+            handler,
+            op,
+            flags,
+            payload: buf.slice(payload),
+            subroute,
+        },
+        rest: array_end..end,
+    })
+}

@@ -1,0 +1,139 @@
+//! `OpMerged`: several frames in one WebSocket message (`PROTOCOL.md` §1.5).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::frame::{self, Frame, Op};
+use super::msgpack::{self, Reader};
+use super::DecodeError;
+
+/// The container header for `count` inner frames: an ordinary 7-array with op 17, seq =
+/// count, every other field zero and an empty payload.
+fn put_header(out: &mut BytesMut, count: u32) {
+    out.put_u8(0x97);
+    out.put_u8(0); // MuxID
+    msgpack::put_uint(out, count as u64);
+    out.put_slice(&[0, 0, Op::Merged.as_u8(), 0, msgpack::BIN8, 0]);
+}
+
+/// Bytes [`encode_merged`] appends for `frames`.
+pub fn merged_len<'a>(frames: impl IntoIterator<Item = &'a Frame>) -> usize {
+    let mut count = 0u64;
+    let mut len = 0;
+    for f in frames {
+        count += 1;
+        let n = f.encoded_len();
+        len += msgpack::bin_header_len(n) + n;
+    }
+    8 + msgpack::uint_len(count) + len
+}
+
+/// Appends one `OpMerged` container holding `frames`, each encoded exactly as it would
+/// be sent alone (with its own subroute and CRC trailers).
+pub fn encode_merged<'a, I>(frames: I, out: &mut BytesMut)
+where
+    I: IntoIterator<Item = &'a Frame>,
+    I::IntoIter: ExactSizeIterator + Clone,
+{
+    let frames = frames.into_iter();
+    let count = u32::try_from(frames.len()).expect("merged container of over 4G frames");
+    out.reserve(merged_len(frames.clone()));
+    put_header(out, count);
+    for f in frames {
+        debug_assert!(f.op != Op::Merged, "merged containers never nest");
+        msgpack::put_bin_header(out, f.encoded_len());
+        f.encode(out);
+    }
+}
+
+/// The inner frames of a received `OpMerged` container, decoded lazily in order.
+///
+/// Yields each frame or the first error; after an error it yields nothing more. When
+/// the declared count has been read, any bytes left over are an error
+/// ([`DecodeError::MergedCount`]), as is running out of bytes before the count.
+#[derive(Debug, Clone)]
+pub struct MergedFrames {
+    /// The container's header frame (op [`Op::Merged`], seq = count).
+    header: Frame,
+    body: Bytes,
+    /// Offset of `body` in the whole message, for error positions.
+    base: usize,
+    pos: usize,
+    remaining: u32,
+    failed: bool,
+}
+
+impl MergedFrames {
+    pub(crate) fn new(header: Frame, body: Bytes, base: usize) -> Self {
+        let remaining = header.seq;
+        MergedFrames {
+            header,
+            body,
+            base,
+            pos: 0,
+            remaining,
+            failed: false,
+        }
+    }
+
+    /// The container's header frame.
+    pub fn header(&self) -> &Frame {
+        &self.header
+    }
+
+    /// The number of inner frames the header declares.
+    pub fn declared(&self) -> u32 {
+        self.header.seq
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        if self.remaining == 0 {
+            if self.pos != self.body.len() {
+                return Err(DecodeError::MergedCount {
+                    at: self.base + self.pos,
+                    declared: self.header.seq,
+                    found: self.header.seq,
+                    extra_bytes: self.body.len() - self.pos,
+                });
+            }
+            return Ok(None);
+        }
+        if self.pos == self.body.len() {
+            return Err(DecodeError::MergedCount {
+                at: self.base + self.pos,
+                declared: self.header.seq,
+                found: self.header.seq - self.remaining,
+                extra_bytes: 0,
+            });
+        }
+        let mut r = Reader::new(&self.body[self.pos..]);
+        let range = r
+            .read_bin_range("merged inner frame")
+            .map_err(|e| e.shifted(self.base + self.pos))?;
+        let inner_base = self.base + self.pos + range.start;
+        let inner = self.body.slice(self.pos + range.start..self.pos + range.end);
+        self.pos += range.end;
+        self.remaining -= 1;
+        let parsed = frame::parse(&inner, inner_base)?;
+        if parsed.frame.op == Op::Merged {
+            return Err(DecodeError::NestedMerged { at: inner_base });
+        }
+        Ok(Some(parsed.frame))
+    }
+}
+
+impl Iterator for MergedFrames {
+    type Item = Result<Frame, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_frame() {
+            Ok(f) => f.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

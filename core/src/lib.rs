@@ -1,0 +1,10 @@
+//! Grid's core: the wire codec and the sans-IO protocol state machines.
+//!
+//! Grid is a peer-to-peer RPC layer for clusters of servers that speaks the MinIO grid
+//! wire protocol byte for byte. This crate holds everything that needs no socket, no
+//! clock and no executor:
+//!
+//! - [`codec`]: frames, merged containers, control payloads, subroute IDs and the
+//!   "who dials" rule.
+
+pub mod codec;
