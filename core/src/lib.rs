@@ -5,6 +5,8 @@
 //! clock and no executor:
 //!
 //! - [`codec`]: frames, merged containers, control payloads, subroute IDs and the
-//!   "who dials" rule.
+//!   "who dials" rule;
+//! - [`proto`]: the per-link state machine (handshake, requests, streams, keepalive).
 
 pub mod codec;
+pub mod proto;

@@ -1,0 +1,7 @@
+//! Deterministic tests of the session on a virtual clock.
+
+mod harness;
+
+mod handshake;
+mod single;
+mod stream;
