@@ -13,8 +13,8 @@ use super::config::{Cluster, HandlerKey, HandlerKind, link_uses_crc};
 use super::timer::{ConnTimer, ConnTimers, MuxTimer, MuxTimers};
 use super::{CallError, Dir, Event, LostReason, MuxKey, Read, SendError, Stats};
 use crate::codec::{
-    self, ConnectRequest, ConnectResponse, Flags, Frame, Message, MuxConnectError, Op, Ping,
-    Pong, Time,
+    self, ConnectRequest, ConnectResponse, Flags, Frame, Message, MuxConnectError, Op, Ping, Pong,
+    Time,
 };
 
 /// Which side of the handshake this session plays.
@@ -77,10 +77,7 @@ struct ClientStream {
 /// A call the peer started.
 #[derive(Debug)]
 enum ServerMux {
-    Single {
-        seq: u32,
-        deadline: Option<Instant>,
-    },
+    Single { seq: u32, deadline: Option<Instant> },
     Stream(ServerStream),
 }
 
@@ -370,8 +367,7 @@ impl Session {
             for (i, f) in self.queue.iter().enumerate() {
                 let len = f.encoded_len();
                 let more = i + 1 < self.queue.len();
-                if more && held < cfg.merge_max_frames && held_bytes + len < cfg.merge_max_bytes
-                {
+                if more && held < cfg.merge_max_frames && held_bytes + len < cfg.merge_max_bytes {
                     held += 1;
                     held_bytes += len;
                     continue;
@@ -542,8 +538,10 @@ impl Session {
     fn handle_connect_request(&mut self, now: Instant, msg: &Bytes) {
         match self.check_connect_request(now, msg) {
             Ok(req) => {
-                self.base_flags =
-                    Flags::NONE.set(Flags::CRC, link_uses_crc(&self.cluster.local_host, &req.host));
+                self.base_flags = Flags::NONE.set(
+                    Flags::CRC,
+                    link_uses_crc(&self.cluster.local_host, &req.host),
+                );
                 self.send_connect_response(true, String::new());
                 self.connected(now, req.host, req.id);
             }
@@ -588,7 +586,9 @@ impl Session {
         let max = self.cluster.config.max_clock_skew.as_nanos();
         if skew > max {
             let skew = Duration::from_nanos(skew.min(u64::MAX as u128) as u64);
-            return Err(format!("time difference too large between servers: {skew:?}"));
+            return Err(format!(
+                "time difference too large between servers: {skew:?}"
+            ));
         }
         (self.cluster.validate_token)(&req.token).map_err(|e| format!("auth token: {e}"))?;
         Ok(req)
@@ -629,13 +629,21 @@ impl Session {
     // Keepalive.
 
     fn on_conn_ping(&mut self, _now: Instant, f: Frame) {
-        let t = Ping::decode(&f.payload).map(|p| p.t).unwrap_or(Time::GO_ZERO);
+        let t = Ping::decode(&f.payload)
+            .map(|p| p.t)
+            .unwrap_or(Time::GO_ZERO);
         let pong = Pong {
             not_found: false,
             err: None,
             t,
         };
-        let mut r = self.frame(Op::Pong, 0, f.seq, Flags::NONE, codec::to_payload(|b| pong.encode(b)));
+        let mut r = self.frame(
+            Op::Pong,
+            0,
+            f.seq,
+            Flags::NONE,
+            codec::to_payload(|b| pong.encode(b)),
+        );
         r.deadline_ms = f.deadline_ms;
         r.handler = f.handler;
         self.reply(r);
@@ -652,7 +660,12 @@ impl Session {
     fn send_conn_ping(&mut self, now: Instant) {
         let ping = Ping { t: self.wall(now) };
         let mut f = Frame::new(Op::Ping);
-        f.deadline_ms = self.cluster.config.ping_interval.as_millis().min(u32::MAX as u128) as u32;
+        f.deadline_ms = self
+            .cluster
+            .config
+            .ping_interval
+            .as_millis()
+            .min(u32::MAX as u128) as u32;
         f.payload = codec::to_payload(|b| ping.encode(b));
         self.queue_frame(f);
         self.last_ping_sent = Some(now);
@@ -678,7 +691,8 @@ impl Session {
                 }
                 ConnTimer::Ping => {
                     self.send_conn_ping(now);
-                    self.conn_timers.set(t, now + self.cluster.config.ping_interval);
+                    self.conn_timers
+                        .set(t, now + self.cluster.config.ping_interval);
                 }
                 ConnTimer::Keepalive => {
                     let since = now.saturating_duration_since(self.last_pong);
@@ -739,7 +753,8 @@ impl Session {
         let seq = next_seq(&mut s.send_seq);
         let next = now + interval;
         s.tick = Some(next);
-        self.mux_timers.insert(next, MuxKey::outgoing(id), MuxTimer::Tick);
+        self.mux_timers
+            .insert(next, MuxKey::outgoing(id), MuxTimer::Tick);
         let f = self.frame(Op::Ping, id, seq, Flags::NONE, Bytes::new());
         self.queue_frame(f);
     }
@@ -771,7 +786,8 @@ impl Session {
         }
         let next = now + interval;
         s.tick = Some(next);
-        self.mux_timers.insert(next, MuxKey::incoming(id), MuxTimer::Tick);
+        self.mux_timers
+            .insert(next, MuxKey::incoming(id), MuxTimer::Tick);
     }
 
     // ----------------------------------------------------------------------------
@@ -826,7 +842,8 @@ impl Session {
         let id = self.alloc_mux_id();
         let at = now + d;
         self.outgoing.insert(id, ClientMux::Single { deadline: at });
-        self.mux_timers.insert(at, MuxKey::outgoing(id), MuxTimer::Deadline);
+        self.mux_timers
+            .insert(at, MuxKey::outgoing(id), MuxTimer::Deadline);
         let mut f = self.frame(Op::Request, id, 0, Flags::EOF, payload);
         f.deadline_ms = ms;
         f.handler = handler.id;
@@ -885,9 +902,10 @@ impl Session {
                 last_pong: now,
             }),
         );
-        let flags = Flags::NONE
-            .set(Flags::EOF, in_capacity == 0)
-            .set(Flags::PAYLOAD_IS_ZERO, payload.as_ref().is_some_and(Bytes::is_empty));
+        let flags = Flags::NONE.set(Flags::EOF, in_capacity == 0).set(
+            Flags::PAYLOAD_IS_ZERO,
+            payload.as_ref().is_some_and(Bytes::is_empty),
+        );
         let mut f = self.frame(Op::ConnectMux, id, 0, flags, payload.unwrap_or_default());
         f.deadline_ms = ms;
         f.handler = handler.id;
@@ -901,7 +919,8 @@ impl Session {
     pub fn cancel(&mut self, id: u64) {
         match self.outgoing.remove(&id) {
             Some(ClientMux::Single { deadline }) => {
-                self.mux_timers.remove(Some(deadline), MuxKey::outgoing(id), MuxTimer::Deadline);
+                self.mux_timers
+                    .remove(Some(deadline), MuxKey::outgoing(id), MuxTimer::Deadline);
             }
             Some(ClientMux::Stream(mut s)) => {
                 self.remove_client_timers(id, &s);
@@ -928,7 +947,11 @@ impl Session {
             return;
         };
         self.remove_client_timers(id, &s);
-        let seq = if stamped { next_seq(&mut s.send_seq) } else { 0 };
+        let seq = if stamped {
+            next_seq(&mut s.send_seq)
+        } else {
+            0
+        };
         let f = self.frame(Op::DisconnectServerMux, id, seq, Flags::NONE, Bytes::new());
         self.queue_frame(f);
         self.events.push_back(Event::Closed {
@@ -941,7 +964,8 @@ impl Session {
     fn fail_client_mux(&mut self, id: u64, error: CallError) {
         match self.outgoing.remove(&id) {
             Some(ClientMux::Single { deadline }) => {
-                self.mux_timers.remove(Some(deadline), MuxKey::outgoing(id), MuxTimer::Deadline);
+                self.mux_timers
+                    .remove(Some(deadline), MuxKey::outgoing(id), MuxTimer::Deadline);
                 self.events.push_back(Event::Response {
                     mux_id: id,
                     result: Err(error),
@@ -964,11 +988,17 @@ impl Session {
         };
         let deadline = *deadline;
         self.outgoing.remove(&f.mux_id);
-        self.mux_timers.remove(Some(deadline), MuxKey::outgoing(f.mux_id), MuxTimer::Deadline);
+        self.mux_timers.remove(
+            Some(deadline),
+            MuxKey::outgoing(f.mux_id),
+            MuxTimer::Deadline,
+        );
         let result = if f.seq != 0 {
             Err(CallError::IncorrectSequence)
         } else if f.flags.contains(Flags::PAYLOAD_IS_ERR) {
-            Err(CallError::Remote(String::from_utf8_lossy(&f.payload).into_owned()))
+            Err(CallError::Remote(
+                String::from_utf8_lossy(&f.payload).into_owned(),
+            ))
         } else {
             Ok(f.payload)
         };
@@ -1020,7 +1050,13 @@ impl Session {
                 if !f.flags.contains(Flags::EOF) {
                     // Tell the server to drop its side (the correct op, not Go's
                     // misdirected DisconnectClientMux).
-                    let r = self.frame(Op::DisconnectServerMux, f.mux_id, 0, Flags::NONE, Bytes::new());
+                    let r = self.frame(
+                        Op::DisconnectServerMux,
+                        f.mux_id,
+                        0,
+                        Flags::NONE,
+                        Bytes::new(),
+                    );
                     self.reply(r);
                 }
                 return None;
@@ -1126,7 +1162,9 @@ impl Session {
             return;
         };
         match Pong::decode(&f.payload) {
-            Ok(p) if p.not_found => self.fail_client_stream(f.mux_id, CallError::RemoteTerminated, false),
+            Ok(p) if p.not_found => {
+                self.fail_client_stream(f.mux_id, CallError::RemoteTerminated, false)
+            }
             Ok(Pong { err: Some(e), .. }) => {
                 self.fail_client_stream(f.mux_id, CallError::Remote(e), false)
             }
@@ -1141,7 +1179,13 @@ impl Session {
     fn refuse(&mut self, f: &Frame, text: String) {
         debug!(target: TARGET, mux = f.mux_id, op = %f.op, %text, "refusing call");
         let e = MuxConnectError { error: text };
-        let mut r = self.frame(Op::MuxConnectError, f.mux_id, f.seq, Flags::NONE, codec::to_payload(|b| e.encode(b)));
+        let mut r = self.frame(
+            Op::MuxConnectError,
+            f.mux_id,
+            f.seq,
+            Flags::NONE,
+            codec::to_payload(|b| e.encode(b)),
+        );
         r.deadline_ms = f.deadline_ms;
         r.handler = f.handler;
         self.reply(r);
@@ -1171,7 +1215,9 @@ impl Session {
     /// Checks shared by incoming requests and stream opens: `Some` to go on.
     fn admit(&mut self, f: &Frame, want_stream: bool) -> Option<(HandlerKey, HandlerKind)> {
         let (key, kind) = match self.lookup(f) {
-            Ok((key, kind)) if matches!(kind, HandlerKind::Stream { .. }) == want_stream => (key, kind),
+            Ok((key, kind)) if matches!(kind, HandlerKind::Stream { .. }) == want_stream => {
+                (key, kind)
+            }
             Ok((key, _)) => {
                 let text = format!("Invalid Handler for type: HandlerID({})", key.id);
                 self.refuse(f, text);
@@ -1189,7 +1235,10 @@ impl Session {
             return None;
         }
         if self.incoming.len() >= self.cluster.config.max_muxes {
-            let text = format!("too many concurrent muxes on this link (limit {})", self.cluster.config.max_muxes);
+            let text = format!(
+                "too many concurrent muxes on this link (limit {})",
+                self.cluster.config.max_muxes
+            );
             self.refuse(f, text);
             return None;
         }
@@ -1204,11 +1253,19 @@ impl Session {
         let Some((handler, _)) = self.admit(&f, false) else {
             return;
         };
-        let deadline = (f.deadline_ms > 0).then(|| now + Duration::from_millis(f.deadline_ms as u64));
+        let deadline =
+            (f.deadline_ms > 0).then(|| now + Duration::from_millis(f.deadline_ms as u64));
         if let Some(at) = deadline {
-            self.mux_timers.insert(at, MuxKey::incoming(f.mux_id), MuxTimer::Deadline);
+            self.mux_timers
+                .insert(at, MuxKey::incoming(f.mux_id), MuxTimer::Deadline);
         }
-        self.incoming.insert(f.mux_id, ServerMux::Single { seq: f.seq, deadline });
+        self.incoming.insert(
+            f.mux_id,
+            ServerMux::Single {
+                seq: f.seq,
+                deadline,
+            },
+        );
         self.events.push_back(Event::Request {
             mux_id: f.mux_id,
             handler,
@@ -1221,15 +1278,23 @@ impl Session {
         if f.flags.contains(Flags::STATELESS) {
             return self.refuse(&f, "Stateless streams not supported".into());
         }
-        let Some((handler, HandlerKind::Stream { in_capacity, out_capacity })) = self.admit(&f, true)
+        let Some((
+            handler,
+            HandlerKind::Stream {
+                in_capacity,
+                out_capacity,
+            },
+        )) = self.admit(&f, true)
         else {
             return;
         };
         let cfg = &self.cluster.config;
         let key = MuxKey::incoming(f.mux_id);
-        let deadline = (f.deadline_ms > 0).then(|| now + Duration::from_millis(f.deadline_ms as u64));
-        let tick = (f.deadline_ms == 0 || f.deadline_ms as u128 > cfg.server_mux_timeout.as_millis())
-            .then(|| now + cfg.mux_ping_interval);
+        let deadline =
+            (f.deadline_ms > 0).then(|| now + Duration::from_millis(f.deadline_ms as u64));
+        let tick = (f.deadline_ms == 0
+            || f.deadline_ms as u128 > cfg.server_mux_timeout.as_millis())
+        .then(|| now + cfg.mux_ping_interval);
         if let Some(at) = deadline {
             self.mux_timers.insert(at, key, MuxTimer::Deadline);
         }
@@ -1344,14 +1409,23 @@ impl Session {
                 return None;
             }
         };
-        let text = format!("receive sequence number mismatch. want {want}, got {}", f.seq);
+        let text = format!(
+            "receive sequence number mismatch. want {want}, got {}",
+            f.seq
+        );
         if f.op == Op::Ping {
             let pong = Pong {
                 not_found: false,
                 err: Some(text.clone()),
                 t: Time::GO_ZERO,
             };
-            let r = self.frame(Op::Pong, f.mux_id, f.seq, Flags::NONE, codec::to_payload(|b| pong.encode(b)));
+            let r = self.frame(
+                Op::Pong,
+                f.mux_id,
+                f.seq,
+                Flags::NONE,
+                codec::to_payload(|b| pong.encode(b)),
+            );
             self.reply(r);
         }
         self.abort_server_stream(f.mux_id, text);
@@ -1362,7 +1436,13 @@ impl Session {
         let key = MuxKey::incoming(f.mux_id);
         if !self.incoming.contains_key(&f.mux_id) {
             self.stale(&f);
-            let r = self.frame(Op::DisconnectClientMux, f.mux_id, 0, Flags::NONE, Bytes::new());
+            let r = self.frame(
+                Op::DisconnectClientMux,
+                f.mux_id,
+                0,
+                Flags::NONE,
+                Bytes::new(),
+            );
             return self.reply(r);
         }
         let eof = f.flags.contains(Flags::EOF);
@@ -1417,8 +1497,18 @@ impl Session {
             };
             s.last_ping = now;
         }
-        let pong = Pong { not_found, err: None, t };
-        let r = self.frame(Op::Pong, f.mux_id, f.seq, Flags::NONE, codec::to_payload(|b| pong.encode(b)));
+        let pong = Pong {
+            not_found,
+            err: None,
+            t,
+        };
+        let r = self.frame(
+            Op::Pong,
+            f.mux_id,
+            f.seq,
+            Flags::NONE,
+            codec::to_payload(|b| pong.encode(b)),
+        );
         self.reply(r);
     }
 
@@ -1440,7 +1530,8 @@ impl Session {
             Some(ServerMux::Single { seq, deadline }) => {
                 let (seq, deadline) = (*seq, *deadline);
                 self.incoming.remove(&mux_id);
-                self.mux_timers.remove(deadline, MuxKey::incoming(mux_id), MuxTimer::Deadline);
+                self.mux_timers
+                    .remove(deadline, MuxKey::incoming(mux_id), MuxTimer::Deadline);
                 seq
             }
             _ => return false,
@@ -1450,7 +1541,13 @@ impl Session {
                 let zero = Flags::NONE.set(Flags::PAYLOAD_IS_ZERO, p.is_empty());
                 self.frame(Op::Response, mux_id, seq, Flags::EOF | zero, p)
             }
-            Err(e) => self.frame(Op::Response, mux_id, seq, Flags::EOF | Flags::PAYLOAD_IS_ERR, Bytes::from(e)),
+            Err(e) => self.frame(
+                Op::Response,
+                mux_id,
+                seq,
+                Flags::EOF | Flags::PAYLOAD_IS_ERR,
+                Bytes::from(e),
+            ),
         };
         self.queue_frame(f);
         true
@@ -1479,7 +1576,10 @@ impl Session {
             return;
         };
         if s.credits == 0 {
-            bug!(self.stats.bugs, "final frame of mux {id} sent without credit");
+            bug!(
+                self.stats.bugs,
+                "final frame of mux {id} sent without credit"
+            );
         }
         s.credits = s.credits.saturating_sub(1);
         let key = MuxKey::incoming(id);
@@ -1488,7 +1588,13 @@ impl Session {
         let seq = next_seq(&mut s.send_seq);
         let f = match result {
             Ok(()) => self.frame(Op::MuxServerMsg, id, seq, Flags::EOF, Bytes::new()),
-            Err(e) => self.frame(Op::MuxServerMsg, id, seq, Flags::EOF | Flags::PAYLOAD_IS_ERR, Bytes::from(e)),
+            Err(e) => self.frame(
+                Op::MuxServerMsg,
+                id,
+                seq,
+                Flags::EOF | Flags::PAYLOAD_IS_ERR,
+                Bytes::from(e),
+            ),
         };
         self.queue_frame(f);
     }
@@ -1565,7 +1671,8 @@ impl Session {
                 if let Some(item) = s.items.pop_front() {
                     if s.end.is_none() {
                         let seq = next_seq(&mut s.send_seq);
-                        let f = self.frame(Op::UnblockSrvMux, key.id, seq, Flags::NONE, Bytes::new());
+                        let f =
+                            self.frame(Op::UnblockSrvMux, key.id, seq, Flags::NONE, Bytes::new());
                         self.queue_frame(f);
                     }
                     return Read::Item(item);
