@@ -6,7 +6,10 @@
 //!
 //! - [`codec`]: frames, merged containers, control payloads, subroute IDs and the
 //!   "who dials" rule;
-//! - [`proto`]: the per-link state machine (handshake, requests, streams, keepalive).
+//! - [`proto`]: the per-link state machine (handshake, requests, streams, keepalive);
+//! - `driver` (feature `driver`): the runtime-agnostic async API.
 
 pub mod codec;
 pub mod proto;
+#[cfg(feature = "driver")]
+pub mod driver;

@@ -1,6 +1,99 @@
 //! Grid on the tokio runtime.
 //!
-//! This crate binds [`grid_core`] to tokio's sockets, timers and executor. Until the
-//! runtime binding lands it re-exports the core so that users can depend on one crate.
+//! Binds [`grid_core::driver`] to tokio's executor, timers and TCP, and re-exports the
+//! whole API, so that this crate is the only one an application needs.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use grid_tokio::{Manager, Request};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let hosts = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+//! let manager = Manager::builder(hosts[0], &hosts)
+//!     .single(1, |req: Request| async move { Ok(req.payload) })?
+//!     .start(grid_tokio::runtime())?;
+//! let peer = manager.connection(hosts[1]).unwrap();
+//! peer.wait_connected().await;
+//! let echo = peer.request(1, Bytes::from_static(b"hello")).await?;
+//! assert_eq!(echo, "hello");
+//! manager.shutdown().await;
+//! # Ok(()) }
+//! ```
 
-pub use grid_core::*;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_tungstenite::tokio::TokioAdapter;
+pub use grid_core::codec;
+pub use grid_core::driver::*;
+pub use grid_core::proto::{CallError, Config, RegisterError};
+pub use grid_core::{self as core};
+
+/// The tokio binding of [`Runtime`].
+#[derive(Clone, Debug)]
+pub struct Tokio {
+    handle: tokio::runtime::Handle,
+}
+
+impl Tokio {
+    /// Binds to the runtime the caller runs in.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn current() -> Tokio {
+        Tokio {
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Binds to a given runtime.
+    pub fn with_handle(handle: tokio::runtime::Handle) -> Tokio {
+        Tokio { handle }
+    }
+}
+
+/// The current tokio runtime, ready for [`ManagerBuilder::start`].
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(Tokio::current())
+}
+
+struct TokioListener(tokio::net::TcpListener);
+
+impl Listener for TokioListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<(BoxIo, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, peer) = self.0.accept().await?;
+            s.set_nodelay(true)?;
+            Ok((Box::new(TokioAdapter::new(s)) as BoxIo, peer))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Runtime for Tokio {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.handle.spawn(task);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+
+    fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>> {
+        Box::pin(async move {
+            let s = tokio::net::TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(TokioAdapter::new(s)) as BoxIo)
+        })
+    }
+
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
+        let _guard = self.handle.enter();
+        Ok(Box::new(TokioListener(tokio::net::TcpListener::from_std(listener)?)))
+    }
+}

@@ -45,6 +45,14 @@ pub struct Config {
     pub merge_max_frames: usize,
     /// Bytes held back to merge into one container, below this. Default 31 744.
     pub merge_max_bytes: usize,
+    /// Shortest spacing between a dialer's attempts. Default 1 s.
+    pub reconnect_min: Duration,
+    /// Longest spacing between a dialer's attempts. Default 2 s.
+    pub reconnect_max: Duration,
+    /// Time allowed for TCP connect and WebSocket upgrade. Default 2 s.
+    pub dial_timeout: Duration,
+    /// A write that makes no progress for this long drops the link. Default 4 s.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for Config {
@@ -64,6 +72,10 @@ impl Default for Config {
             default_request_deadline: Duration::from_secs(60),
             merge_max_frames: 50,
             merge_max_bytes: 32 * 1024 - 1024,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(2),
+            dial_timeout: Duration::from_secs(2),
+            write_stall_timeout: Duration::from_secs(4),
         }
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod bug;
 mod config;
 mod error;
 mod event;
+mod link;
 mod session;
 mod stats;
 mod timer;
@@ -20,6 +21,7 @@ pub use config::{
 };
 pub use error::{CallError, LostReason, SendError};
 pub use event::{Dir, Event, MuxKey, Read};
+pub use link::{Backoff, should_dial};
 pub use session::{Role, Session, Transmit};
 pub use stats::Stats;
 

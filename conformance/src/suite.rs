@@ -1,0 +1,680 @@
+//! Async scenarios over real loopback sockets, written once and run on every runtime.
+//!
+//! Each scenario is an `async fn(Arc<dyn Runtime>)`; a runtime's test file runs them on
+//! its executor. Scenarios wait on events (a link coming up, a handler observing its
+//! cancellation), never on fixed sleeps; [`within`] only bounds a wait so that a bug
+//! fails the test instead of hanging it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{Either, select};
+use grid_core::driver::{
+    Connection, Manager, ManagerBuilder, RemoteError, Request, Runtime, StreamCtx,
+    StreamOptions,
+};
+use grid_core::proto::{CallError, Config};
+
+/// Echoes the request.
+pub const ECHO: u8 = 1;
+/// Fails with the request as the error text.
+pub const FAIL: u8 = 2;
+/// Never answers (until cancelled).
+pub const HANG: u8 = 3;
+/// Registered on node 0 only.
+pub const ONLY_FIRST: u8 = 4;
+/// Panics.
+pub const PANIC: u8 = 5;
+/// Stream (1/1): answers each item with the initial payload followed by the item.
+pub const STREAM_ECHO: u8 = 10;
+/// Stream without input (0/1): sends as many one-byte items as the payload's first byte
+/// says (or the u16 in its first two bytes, when it has two), then ends.
+pub const PUSH: u8 = 11;
+/// Stream (1/1): waits for its cancellation and records it.
+pub const WAIT_CANCEL: u8 = 12;
+/// Stream (5/5): waits for the gate, then echoes every item.
+pub const GATED: u8 = 13;
+/// Stream without input (0/1): one item, then an error.
+pub const STREAM_FAIL: u8 = 14;
+/// The subroute [`STREAM_ECHO`] is also registered on.
+pub const ROUTE: &str = "subroute/1";
+
+/// What the handlers of a test cluster observed; every change wakes [`Probe::wait`].
+#[derive(Default)]
+pub struct Probe {
+    /// HANG handlers started.
+    pub hang_started: AtomicUsize,
+    /// HANG handlers dropped (cancelled).
+    pub hang_dropped: AtomicUsize,
+    /// WAIT_CANCEL handlers started.
+    pub wait_started: AtomicUsize,
+    /// WAIT_CANCEL handlers that saw their cancellation signal.
+    pub wait_cancelled: AtomicUsize,
+    /// Items GATED handlers processed.
+    pub gated_items: AtomicUsize,
+    gate: Arc<futures_util::lock::Mutex<()>>,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Probe {
+    fn bump(&self, c: &AtomicUsize) {
+        c.fetch_add(1, Ordering::SeqCst);
+        for w in self.wakers.lock().expect("probe lock").drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Waits until `cond` holds (re-checked after every handler observation).
+    pub async fn wait(&self, cond: impl Fn(&Probe) -> bool) {
+        std::future::poll_fn(|cx| {
+            if cond(self) {
+                return Poll::Ready(());
+            }
+            self.wakers.lock().expect("probe lock").push(cx.waker().clone());
+            if cond(self) { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
+    }
+
+    /// Closes the gate GATED handlers wait on; dropping the guard opens it.
+    pub async fn close_gate(&self) -> futures_util::lock::OwnedMutexGuard<()> {
+        self.gate.clone().lock_owned().await
+    }
+}
+
+struct DropBump(Arc<Probe>);
+
+impl Drop for DropBump {
+    fn drop(&mut self) {
+        self.0.bump(&self.0.hang_dropped);
+    }
+}
+
+/// Registers the suite's handlers.
+pub fn handlers(b: ManagerBuilder, probe: &Arc<Probe>, first: bool) -> ManagerBuilder {
+    let p1 = probe.clone();
+    let p2 = probe.clone();
+    let p3 = probe.clone();
+    let mut b = b
+        .single(ECHO, |r: Request| async move { Ok(r.payload) })
+        .and_then(|b| {
+            b.single(FAIL, |r: Request| async move {
+                Err(RemoteError(String::from_utf8_lossy(&r.payload).into_owned()))
+            })
+        })
+        .and_then(|b| {
+            b.single(HANG, move |_r: Request| {
+                let p = p1.clone();
+                async move {
+                    p.bump(&p.hang_started);
+                    let _guard = DropBump(p);
+                    std::future::pending::<Result<Bytes, RemoteError>>().await
+                }
+            })
+        })
+        .and_then(|b| {
+            b.single(PANIC, |_r: Request| async move {
+                if true {
+                    panic!("handler exploded");
+                }
+                Ok(Bytes::new())
+            })
+        })
+        .and_then(|b| b.stream(STREAM_ECHO, StreamOptions::default(), stream_echo))
+        .and_then(|b| b.stream_on(STREAM_ECHO, ROUTE, StreamOptions::default(), stream_echo))
+        .and_then(|b| {
+            b.stream(
+                PUSH,
+                StreamOptions {
+                    in_capacity: 0,
+                    out_capacity: 1,
+                },
+                push,
+            )
+        })
+        .and_then(|b| {
+            b.stream(WAIT_CANCEL, StreamOptions::default(), move |ctx: StreamCtx| {
+                let p = p2.clone();
+                async move {
+                    p.bump(&p.wait_started);
+                    ctx.cancelled.await;
+                    p.bump(&p.wait_cancelled);
+                    Ok(())
+                }
+            })
+        })
+        .and_then(|b| {
+            b.stream(
+                GATED,
+                StreamOptions {
+                    in_capacity: 5,
+                    out_capacity: 5,
+                },
+                move |mut ctx: StreamCtx| {
+                    let p = p3.clone();
+                    async move {
+                        drop(p.gate.lock().await);
+                        let mut input = ctx.input.take().expect("gated takes input");
+                        while let Some(item) = input.next().await {
+                            p.bump(&p.gated_items);
+                            ctx.output.send(item).await.map_err(|e| RemoteError(e.to_string()))?;
+                        }
+                        Ok(())
+                    }
+                },
+            )
+        })
+        .and_then(|b| {
+            b.stream(
+                STREAM_FAIL,
+                StreamOptions {
+                    in_capacity: 0,
+                    out_capacity: 1,
+                },
+                |ctx: StreamCtx| async move {
+                    ctx.output.send(Bytes::from_static(b"first")).await.ok();
+                    Err(RemoteError::new("stream failed"))
+                },
+            )
+        })
+        .expect("suite handlers register");
+    if first {
+        b = b
+            .single(ONLY_FIRST, |r: Request| async move { Ok(r.payload) })
+            .expect("register");
+    }
+    b
+}
+
+async fn stream_echo(mut ctx: StreamCtx) -> Result<(), RemoteError> {
+    let prefix = ctx.payload.clone().unwrap_or_default();
+    let mut input = ctx.input.take().expect("echo takes input");
+    while let Some(item) = input.next().await {
+        let mut out = prefix.to_vec();
+        out.extend_from_slice(&item);
+        ctx.output
+            .send(out.into())
+            .await
+            .map_err(|e| RemoteError(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn push(ctx: StreamCtx) -> Result<(), RemoteError> {
+    let p = ctx.payload.unwrap_or_default();
+    let n = match p.len() {
+        0 => 0,
+        1 => p[0] as usize,
+        _ => u16::from_be_bytes([p[0], p[1]]) as usize,
+    };
+    for i in 0..n {
+        ctx.output
+            .send(Bytes::from(vec![i as u8]))
+            .await
+            .map_err(|e| RemoteError(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A cluster of managers on loopback, fully connected.
+pub struct TestCluster {
+    /// The managers, in host order.
+    pub nodes: Vec<Manager>,
+    /// Their host strings.
+    pub hosts: Vec<String>,
+    /// What their handlers observed.
+    pub probe: Arc<Probe>,
+}
+
+impl TestCluster {
+    /// The connection from node `from` to node `to`.
+    pub fn conn(&self, from: usize, to: usize) -> Connection {
+        self.nodes[from]
+            .connection(&self.hosts[to])
+            .expect("peer in cluster")
+    }
+
+    /// Waits until every link is up.
+    pub async fn wait_connected(&self) {
+        for i in 0..self.nodes.len() {
+            for j in 0..self.nodes.len() {
+                if i != j {
+                    self.conn(i, j).wait_connected().await;
+                }
+            }
+        }
+    }
+
+    /// Shuts every node down and checks that no task is left behind.
+    pub async fn shutdown(self) {
+        for n in &self.nodes {
+            n.shutdown().await;
+            assert_eq!(n.running_tasks(), 0, "tasks left behind on {}", n.local_host());
+        }
+    }
+}
+
+/// Loopback listeners and the host strings that name them.
+pub fn bind(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+        .collect();
+    let hosts = listeners
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().expect("local addr")))
+        .collect();
+    (listeners, hosts)
+}
+
+/// A config for tests: fast reconnects, otherwise the defaults.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.reconnect_min = Duration::from_millis(20);
+    c.reconnect_max = Duration::from_millis(40);
+    c
+}
+
+/// Starts `n` connected nodes with the suite's handlers.
+pub async fn cluster(rt: &Arc<dyn Runtime>, n: usize) -> TestCluster {
+    cluster_with(rt, n, |_, b| b).await
+}
+
+/// Starts `n` nodes, letting `tweak` adjust each builder, and waits until all are up.
+pub async fn cluster_with(
+    rt: &Arc<dyn Runtime>,
+    n: usize,
+    tweak: impl Fn(usize, ManagerBuilder) -> ManagerBuilder,
+) -> TestCluster {
+    let (listeners, hosts) = bind(n);
+    let probe = Arc::new(Probe::default());
+    let nodes = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let b = Manager::builder(hosts[i].clone(), &hosts)
+                .config(test_config())
+                .listener(l)
+                .token_provider(|| "secret".into())
+                .token_validator(|t| if t == "secret" { Ok(()) } else { Err("bad token".into()) });
+            let b = handlers(b, &probe, i == 0);
+            tweak(i, b).start(rt.clone()).expect("manager starts")
+        })
+        .collect();
+    let c = TestCluster {
+        nodes,
+        hosts,
+        probe,
+    };
+    within(rt, Duration::from_secs(20), c.wait_connected()).await;
+    c
+}
+
+/// Runs `fut`, failing the test if it takes longer than `limit` (a guard against
+/// hangs, not a timing assertion).
+pub async fn within<T>(rt: &Arc<dyn Runtime>, limit: Duration, fut: impl Future<Output = T>) -> T {
+    let fut = std::pin::pin!(fut);
+    match select(fut, rt.sleep_until(Instant::now() + limit)).await {
+        Either::Left((v, _)) => v,
+        Either::Right(_) => panic!("scenario step did not finish within {limit:?}"),
+    }
+}
+
+fn pattern(n: usize) -> Bytes {
+    (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
+}
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+// ----------------------------------------------------------------------------------
+// Scenarios.
+
+/// Single round trips: 17 B, 1 MiB, a remote error, an unknown handler, a peer without
+/// the handler, a panicking handler; in every direction of a 3-node cluster.
+pub async fn single_roundtrips(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 3).await;
+    within(&rt, LIMIT, async {
+        for i in 0..3 {
+            for j in 0..3 {
+                if i == j {
+                    continue;
+                }
+                let conn = c.conn(i, j);
+                let small = pattern(17);
+                assert_eq!(conn.request(ECHO, small.clone()).await.unwrap(), small);
+                let big = pattern(1 << 20);
+                assert_eq!(conn.request(ECHO, big.clone()).await.unwrap(), big);
+                assert_eq!(
+                    conn.request(FAIL, Bytes::from_static(b"it broke")).await,
+                    Err(CallError::Remote("it broke".into()))
+                );
+                let err = conn.request(99, Bytes::new()).await.unwrap_err();
+                assert!(err.is_unknown_handler(), "{err:?}");
+                // ONLY_FIRST exists on node 0 only.
+                let r = conn.request(ONLY_FIRST, Bytes::from_static(b"x")).await;
+                if j == 0 {
+                    assert_eq!(r.unwrap(), "x");
+                } else {
+                    assert!(r.unwrap_err().is_unknown_handler());
+                }
+                let Err(CallError::Remote(text)) = conn.request(PANIC, Bytes::new()).await else {
+                    panic!("panic did not become a remote error");
+                };
+                assert!(text.contains("handler exploded"), "{text}");
+                // The link survived all of it.
+                assert_eq!(conn.request(ECHO, small.clone()).await.unwrap(), small);
+            }
+        }
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// A request with a deadline the handler cannot meet: the caller gets
+/// `DeadlineExceeded`, the handler is cancelled at its own deadline.
+pub async fn request_deadline(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 2).await;
+    within(&rt, LIMIT, async {
+        let r = c
+            .conn(0, 1)
+            .request_with_deadline(HANG, Bytes::new(), Duration::from_millis(50))
+            .await;
+        assert_eq!(r, Err(CallError::DeadlineExceeded));
+        c.probe.wait(|p| p.hang_dropped.load(Ordering::SeqCst) == 1).await;
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// Dropping a request future frees the call at once; the link stays usable.
+pub async fn dropped_request_returns_at_once(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 2).await;
+    within(&rt, LIMIT, async {
+        let conn = c.conn(0, 1);
+        {
+            let call = std::pin::pin!(conn.request(HANG, Bytes::new()));
+            // Poll it until the handler runs, then drop it.
+            let started = c.probe.wait(|p| p.hang_started.load(Ordering::SeqCst) == 1);
+            match select(call, std::pin::pin!(started)).await {
+                Either::Left(_) => panic!("HANG answered"),
+                Either::Right(_) => {}
+            }
+        }
+        assert_eq!(conn.stats().session.outgoing_muxes, 0, "the mux is freed at once");
+        assert_eq!(conn.request(ECHO, Bytes::from_static(b"ok")).await.unwrap(), "ok");
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// Stream round trip (11 items then EOF), on a subroute too, and a stream without input.
+pub async fn stream_roundtrip(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 3).await;
+    within(&rt, LIMIT, async {
+        for conn in [c.conn(0, 1), c.conn(1, 0), c.conn(2, 1).subroute(ROUTE)] {
+            let s = conn.new_stream(STREAM_ECHO, Some(Bytes::from_static(b"p:"))).unwrap();
+            let mut req = s.requests.expect("echo takes input");
+            let mut resp = s.responses;
+            for i in 0..11u8 {
+                req.send(Bytes::from(vec![i])).await.unwrap();
+                let got = resp.next().await.unwrap().unwrap();
+                assert_eq!(&got[..], &[b'p', b':', i]);
+            }
+            req.close();
+            assert!(resp.next().await.is_none(), "clean end after EOF");
+        }
+        let s = c.conn(0, 2).new_stream(PUSH, Some(Bytes::from_static(&[5]))).unwrap();
+        assert!(s.requests.is_none(), "PUSH takes no input");
+        let mut resp = s.responses;
+        for i in 0..5u8 {
+            assert_eq!(&resp.next().await.unwrap().unwrap()[..], &[i]);
+        }
+        assert!(resp.next().await.is_none());
+        let mut resp = c.conn(1, 2).new_stream(STREAM_FAIL, None).unwrap().responses;
+        assert_eq!(resp.next().await.unwrap().unwrap(), "first");
+        assert_eq!(resp.next().await, Some(Err(CallError::Remote("stream failed".into()))));
+        assert!(resp.next().await.is_none());
+        for i in 0..3 {
+            for j in 0..3 {
+                if i != j {
+                    let st = c.conn(i, j).stats().session;
+                    assert_eq!(st.outgoing_muxes, 0, "{i}->{j} holds muxes");
+                }
+            }
+        }
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// Cancellation both ways: dropping the stream cancels the handler; a handler's error
+/// ends the caller's stream.
+pub async fn stream_cancel(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 2).await;
+    within(&rt, LIMIT, async {
+        let s = c.conn(0, 1).new_stream(WAIT_CANCEL, None).unwrap();
+        c.probe.wait(|p| p.wait_started.load(Ordering::SeqCst) == 1).await;
+        drop(s);
+        c.probe.wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 1).await;
+        // A deadline cancels both sides.
+        let mut s = c
+            .conn(1, 0)
+            .new_stream_with_deadline(WAIT_CANCEL, None, Duration::from_millis(50))
+            .unwrap();
+        assert_eq!(s.responses.next().await, Some(Err(CallError::DeadlineExceeded)));
+        c.probe.wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 2).await;
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// A stream whose consumer does not read blocks neither other streams nor requests.
+pub async fn congestion_without_head_of_line_blocking(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 2).await;
+    within(&rt, LIMIT, async {
+        let conn = c.conn(0, 1);
+        // Out-congestion: 100 items to a consumer that does not read yet.
+        let mut stalled = conn.new_stream(PUSH, Some(Bytes::from_static(&[100]))).unwrap();
+        for i in 0..100u32 {
+            let p = Bytes::from(i.to_be_bytes().to_vec());
+            assert_eq!(conn.request(ECHO, p.clone()).await.unwrap(), p);
+        }
+        // In-congestion: the handler is held at its gate while we push 100 items.
+        let gate = c.probe.close_gate().await;
+        let s = conn.new_stream(GATED, None).unwrap();
+        let mut req = s.requests.unwrap();
+        let mut resp = s.responses;
+        let pushing = async {
+            for i in 0..100u8 {
+                req.send(Bytes::from(vec![i])).await.unwrap();
+            }
+            req
+        };
+        let requests = async {
+            for _ in 0..100 {
+                conn.request(ECHO, Bytes::from_static(b"still here")).await.unwrap();
+            }
+        };
+        let mut pushing = std::pin::pin!(pushing);
+        // The requests complete while the pusher is blocked on credit.
+        match select(std::pin::pin!(requests), pushing.as_mut()).await {
+            Either::Left(_) => {}
+            Either::Right(_) => panic!("100 items fit into a capacity of 5"),
+        }
+        drop(gate);
+        let reading = async {
+            for i in 0..100u8 {
+                assert_eq!(&resp.next().await.unwrap().unwrap()[..], &[i]);
+            }
+        };
+        let (req, ()) = futures_util::future::join(pushing, reading).await;
+        req.close();
+        assert!(resp.next().await.is_none());
+        for i in 0..100u8 {
+            assert_eq!(&stalled.responses.next().await.unwrap().unwrap()[..], &[i]);
+        }
+        assert!(stalled.responses.next().await.is_none());
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// Both sockets of a link killed with a request and then a stream in flight: the calls
+/// end with `Disconnected`, the handlers are cancelled, the link comes back and new
+/// calls succeed.
+pub async fn link_loss_and_reconnect(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 3).await;
+    within(&rt, LIMIT, async {
+        let conn = c.conn(0, 1);
+        let back = c.conn(1, 0);
+        let call = conn.request(HANG, Bytes::new());
+        let started = c.probe.wait(|p| p.hang_started.load(Ordering::SeqCst) == 1);
+        let mut call = std::pin::pin!(call);
+        if let Either::Left(_) = select(call.as_mut(), std::pin::pin!(started)).await {
+            panic!("HANG answered");
+        }
+        conn.reset();
+        back.reset();
+        assert_eq!(call.await, Err(CallError::Disconnected));
+        c.probe.wait(|p| p.hang_dropped.load(Ordering::SeqCst) == 1).await;
+        conn.wait_connected().await;
+        back.wait_connected().await;
+        assert_eq!(conn.request(ECHO, Bytes::from_static(b"again")).await.unwrap(), "again");
+
+        let mut s = conn.new_stream(WAIT_CANCEL, None).unwrap();
+        c.probe.wait(|p| p.wait_started.load(Ordering::SeqCst) == 1).await;
+        conn.reset();
+        back.reset();
+        assert_eq!(s.responses.next().await, Some(Err(CallError::Disconnected)));
+        assert!(s.responses.next().await.is_none());
+        c.probe.wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 1).await;
+        conn.wait_connected().await;
+        assert_eq!(conn.request(ECHO, Bytes::from_static(b"back")).await.unwrap(), "back");
+        assert!(conn.stats().reconnects >= 2);
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// Shutdown with calls in flight: every call ends, no task is left behind.
+pub async fn shutdown_with_calls_in_flight(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 2).await;
+    let conn = c.conn(0, 1);
+    let call = conn.request(HANG, Bytes::new());
+    let mut stream = conn.new_stream(WAIT_CANCEL, None).unwrap();
+    within(&rt, LIMIT, async {
+        let mut call = std::pin::pin!(call);
+        let started = c.probe.wait(|p| {
+            p.hang_started.load(Ordering::SeqCst) == 1 && p.wait_started.load(Ordering::SeqCst) == 1
+        });
+        if let Either::Left(_) = select(call.as_mut(), std::pin::pin!(started)).await {
+            panic!("HANG answered");
+        }
+        c.nodes[0].shutdown().await;
+        assert_eq!(call.await, Err(CallError::Disconnected));
+        assert_eq!(stream.responses.next().await, Some(Err(CallError::Disconnected)));
+        assert_eq!(conn.request(ECHO, Bytes::new()).await, Err(CallError::Disconnected));
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// Starts a dialer and an acceptor where the acceptor refuses the dialer (bad token or
+/// unknown host), waits for several attempts, and checks that the dialer sees
+/// `reason` and that each side logged it exactly once.
+async fn rejection(rt: &Arc<dyn Runtime>, logs: &crate::logs::Capture, bad_token: bool) {
+    let (listeners, hosts) = bind(2);
+    let (d, a) = if grid_core::codec::should_dial(&hosts[0], &hosts[1]) { (0, 1) } else { (1, 0) };
+    let mut listeners: Vec<Option<std::net::TcpListener>> = listeners.into_iter().map(Some).collect();
+    let mut start = |i: usize, token: &'static str, peers: Vec<String>| {
+        Manager::builder(hosts[i].clone(), &peers)
+            .config(test_config())
+            .listener(listeners[i].take().expect("listener"))
+            .token_provider(move || token.into())
+            .token_validator(|t| if t == "secret" { Ok(()) } else { Err("bad token".into()) })
+            .start(rt.clone())
+            .expect("manager starts")
+    };
+    let (acceptor_peers, token) = if bad_token {
+        (hosts.clone(), "forged")
+    } else {
+        (vec![hosts[a].clone()], "secret")
+    };
+    let acceptor = start(a, "secret", acceptor_peers);
+    let dialer = start(d, token, hosts.clone());
+    let conn = dialer.connection(&hosts[a]).expect("peer");
+    within(rt, LIMIT, async {
+        // Polls the dialer's counters: the attempts are spaced by the reconnect jitter.
+        while conn.stats().dial_attempts < 4 {
+            rt.sleep_until(Instant::now() + Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let reason = if bad_token {
+        "auth token: bad token".to_owned()
+    } else {
+        format!("unknown incoming host: {}", hosts[d])
+    };
+    let err = conn.stats().last_error.expect("the dialer saw why");
+    assert!(err.contains(&reason), "{err}");
+    assert!(!conn.is_connected());
+    dialer.shutdown().await;
+    acceptor.shutdown().await;
+    let a_addr = hosts[a].trim_start_matches("http://").to_owned();
+    let lines: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(&reason) && l.contains(&a_addr))
+        .collect();
+    // One line on the acceptor, one on the dialer, whatever the number of attempts.
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l.contains("rejected connection")).count(), 1);
+}
+
+/// A bad token: refused at the upgrade with the validator's reason.
+pub async fn rejected_bad_token(rt: Arc<dyn Runtime>, logs: &crate::logs::Capture) {
+    rejection(&rt, logs, true).await;
+}
+
+/// A dialer the acceptor does not know: refused in the handshake with the reason.
+pub async fn rejected_unknown_host(rt: Arc<dyn Runtime>, logs: &crate::logs::Capture) {
+    rejection(&rt, logs, false).await;
+}
+
+/// The dial rule across 35 one-letter hosts: each pair gets opposite answers and every
+/// host dials at least 10 others.
+pub async fn dial_rule_across_35_hosts(rt: Arc<dyn Runtime>) {
+    let hosts: Vec<String> = "abcdefghijklmnopqrstuvwxyz012345678"
+        .chars()
+        .map(String::from)
+        .collect();
+    let managers: Vec<Manager> = hosts
+        .iter()
+        .map(|h| {
+            Manager::builder(h.clone(), &hosts)
+                .no_listener()
+                .start(rt.clone())
+                .unwrap()
+        })
+        .collect();
+    for (i, m) in managers.iter().enumerate() {
+        let mut dials = 0;
+        for (j, h) in hosts.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let here = m.connection(h).unwrap().dials();
+            let there = managers[j].connection(&hosts[i]).unwrap().dials();
+            assert_ne!(here, there, "{} and {h}", hosts[i]);
+            dials += here as usize;
+        }
+        assert!(dials >= 10, "{} dials {dials}", hosts[i]);
+    }
+    for m in managers {
+        m.shutdown().await;
+        assert_eq!(m.running_tasks(), 0);
+    }
+}

@@ -1,0 +1,847 @@
+//! One link per peer: its current session behind a lock, the per-call slots that wake
+//! callers, and the tasks that move bytes between the session and the WebSocket.
+//!
+//! Callers never hop through a channel: they take the lock, tell the session what to
+//! do, wake the writer and wait on their own slot. The writer drains every queued frame
+//! into one buffer, sends the messages and flushes once per drain. The reader hands
+//! every message it receives to the session and dispatches the events that follow.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{Either, FutureExt, select};
+use futures_util::{SinkExt, StreamExt};
+use tracing::{debug, error, info, warn};
+
+use super::handler::{Cancelled, Handlers, Input, Output, Request, StreamCtx};
+use super::runtime::{BoxFuture, BoxIo, Runtime};
+use super::signal::{Notify, Signal, Tasks};
+use super::ws;
+use crate::codec::Time;
+use crate::proto::{
+    Backoff, CallError, Cluster, Dir, Event, HandlerKey, HandlerKind, LostReason, MuxKey, Read,
+    SendError, Session, Stats,
+};
+
+const TARGET: &str = "grid::link";
+
+/// What every link of a manager shares.
+pub(crate) struct Shared {
+    pub(crate) rt: Arc<dyn Runtime>,
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) handlers: Handlers,
+    pub(crate) route: String,
+    pub(crate) token: Arc<dyn Fn() -> String + Send + Sync>,
+    pub(crate) shutdown: Signal,
+    pub(crate) tasks: Tasks,
+    /// (peer, reason) pairs of rejections already logged by the acceptor.
+    pub(crate) rejections: Mutex<HashSet<(String, String)>>,
+    pub(crate) ws_config: WebSocketConfig,
+    pub(crate) seed: u64,
+}
+
+impl Shared {
+    /// Spawns a task that shutdown waits for.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let guard = self.tasks.start();
+        self.rt.spawn(Box::pin(async move {
+            task.await;
+            drop(guard);
+        }));
+    }
+
+    pub(crate) fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
+        self.rt.sleep_until(at)
+    }
+}
+
+/// The wall-clock time now, for handshakes and pings.
+pub(crate) fn wall_now() -> Time {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Time {
+        secs: d.as_secs() as i64,
+        nanos: d.subsec_nanos(),
+    }
+}
+
+/// Driver-side state of one call: who to wake, and what ended it.
+#[derive(Default)]
+struct Slot {
+    waker: Option<Waker>,
+    write_waker: Option<Waker>,
+    /// A single request's outcome.
+    result: Option<Result<Bytes, CallError>>,
+    /// An outgoing stream's abrupt end.
+    closed: Option<CallError>,
+    /// An incoming call's cancellation.
+    cancel: Option<Signal>,
+}
+
+impl Slot {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+pub(crate) struct LinkState {
+    session: Option<Session>,
+    /// Bumped for every installed session; handles of an older one see "disconnected".
+    epoch: u64,
+    /// Fires when the current session ends.
+    done: Signal,
+    slots: HashMap<MuxKey, Slot>,
+    last_mux_id: u64,
+    /// The generation that last completed its handshake.
+    connected_epoch: u64,
+    connects: u64,
+    connect_waiters: Vec<Waker>,
+    /// The dialer's last logged rejection reason (logged again only when it changes).
+    last_rejection: Option<String>,
+    last_stats: Stats,
+    dial_attempts: u64,
+    last_error: Option<String>,
+}
+
+/// A link to one peer.
+pub(crate) struct Link {
+    pub(crate) remote: Arc<str>,
+    pub(crate) dials: bool,
+    pub(crate) shared: Arc<Shared>,
+    state: Mutex<LinkState>,
+    writer: Notify,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("remote", &self.remote)
+            .field("dials", &self.dials)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Link-level counters, with the current (or last) session's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// Whether the link is up.
+    pub connected: bool,
+    /// Handshakes completed on this link.
+    pub connects: u64,
+    /// Handshakes after the first (reconnections).
+    pub reconnects: u64,
+    /// Connection attempts made by this side (dialers only).
+    pub dial_attempts: u64,
+    /// Why the last attempt or session failed, until the link is up again: a dial
+    /// error, or the peer's rejection reason.
+    pub last_error: Option<String>,
+    /// The current or last session's counters.
+    pub session: Stats,
+}
+
+impl Link {
+    pub(crate) fn new(remote: &str, dials: bool, shared: Arc<Shared>) -> Arc<Link> {
+        Arc::new(Link {
+            remote: remote.into(),
+            dials,
+            shared,
+            state: Mutex::new(LinkState {
+                session: None,
+                epoch: 0,
+                done: Signal::new(),
+                slots: HashMap::new(),
+                last_mux_id: 0,
+                connected_epoch: 0,
+                connects: 0,
+                connect_waiters: Vec::new(),
+                last_rejection: None,
+                last_stats: Stats::default(),
+                dial_attempts: 0,
+                last_error: None,
+            }),
+            writer: Notify::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn stats(&self) -> LinkStats {
+        let st = self.lock();
+        let session = st.session.as_ref().map_or(st.last_stats, Session::stats);
+        LinkStats {
+            connected: st.session.as_ref().is_some_and(Session::is_connected),
+            connects: st.connects,
+            reconnects: st.connects.saturating_sub(1),
+            dial_attempts: st.dial_attempts,
+            last_error: st.last_error.clone(),
+            session,
+        }
+    }
+
+    pub(crate) fn poll_connected(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if st.session.as_ref().is_some_and(Session::is_connected) {
+            return Poll::Ready(());
+        }
+        st.connect_waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    // ------------------------------------------------------------------------------
+    // Calls.
+
+    pub(crate) fn start_request(
+        &self,
+        handler: HandlerKey,
+        payload: Bytes,
+        deadline: Option<Duration>,
+    ) -> Result<(u64, u64), CallError> {
+        let mut st = self.lock();
+        let epoch = st.epoch;
+        let s = st.session.as_mut().ok_or(CallError::Disconnected)?;
+        let id = s.request(Instant::now(), handler, payload, deadline)?;
+        st.slots.insert(MuxKey::outgoing(id), Slot::default());
+        drop(st);
+        self.writer.notify();
+        Ok((epoch, id))
+    }
+
+    pub(crate) fn poll_response(
+        &self,
+        id: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Bytes, CallError>> {
+        let mut st = self.lock();
+        let key = MuxKey::outgoing(id);
+        let Some(slot) = st.slots.get_mut(&key) else {
+            return Poll::Ready(Err(CallError::Disconnected));
+        };
+        if let Some(r) = slot.result.take() {
+            st.slots.remove(&key);
+            return Poll::Ready(r);
+        }
+        slot.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The caller stopped waiting: free the call at once.
+    pub(crate) fn forget_request(&self, epoch: u64, id: u64) {
+        let mut st = self.lock();
+        st.slots.remove(&MuxKey::outgoing(id));
+        if st.epoch == epoch {
+            if let Some(s) = st.session.as_mut() {
+                s.cancel(id);
+            }
+        }
+    }
+
+    pub(crate) fn start_stream(
+        &self,
+        handler: HandlerKey,
+        payload: Option<Bytes>,
+        deadline: Option<Duration>,
+    ) -> Result<(u64, u64, bool), CallError> {
+        let has_input = matches!(
+            self.shared.cluster.registry.get(&handler),
+            Some(HandlerKind::Stream { in_capacity, .. }) if in_capacity > 0
+        );
+        let mut st = self.lock();
+        let epoch = st.epoch;
+        let s = st.session.as_mut().ok_or(CallError::Disconnected)?;
+        let id = s.open_stream(Instant::now(), handler, payload, deadline)?;
+        st.slots.insert(MuxKey::outgoing(id), Slot::default());
+        drop(st);
+        self.writer.notify();
+        Ok((epoch, id, has_input))
+    }
+
+    /// Reads the next item of a stream: `Ok(None)` at its clean end.
+    pub(crate) fn poll_read(
+        &self,
+        epoch: u64,
+        key: MuxKey,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, CallError>> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if let Some(e) = st.slots.get_mut(&key).and_then(|s| s.closed.take()) {
+            st.slots.remove(&key);
+            return Poll::Ready(Err(e));
+        }
+        if st.epoch != epoch {
+            st.slots.remove(&key);
+            return Poll::Ready(Err(CallError::Disconnected));
+        }
+        let Some(s) = st.session.as_mut() else {
+            return Poll::Ready(Err(CallError::Disconnected));
+        };
+        match s.read(Instant::now(), key) {
+            Read::Item(b) => {
+                // The read gave the peer a credit back: the writer sends it.
+                self.writer.notify();
+                Poll::Ready(Ok(Some(b)))
+            }
+            Read::End(r) => {
+                if key.dir == Dir::Outgoing {
+                    st.slots.remove(&key);
+                }
+                Poll::Ready(r.map(|()| None))
+            }
+            Read::Pending => match st.slots.get_mut(&key) {
+                Some(slot) => {
+                    slot.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                None => Poll::Ready(Err(CallError::Closed)),
+            },
+        }
+    }
+
+    pub(crate) fn poll_send(
+        &self,
+        epoch: u64,
+        key: MuxKey,
+        item: &Bytes,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), CallError>> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if let Some(e) = st.slots.get(&key).and_then(|s| s.closed.clone()) {
+            return Poll::Ready(Err(e));
+        }
+        if st.epoch != epoch {
+            return Poll::Ready(Err(CallError::Disconnected));
+        }
+        let Some(s) = st.session.as_mut() else {
+            return Poll::Ready(Err(CallError::Disconnected));
+        };
+        match s.send(Instant::now(), key, item.clone()) {
+            Ok(()) => {
+                self.writer.notify();
+                Poll::Ready(Ok(()))
+            }
+            Err(SendError::Blocked) => match st.slots.get_mut(&key) {
+                Some(slot) => {
+                    slot.write_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                None => Poll::Ready(Err(CallError::Closed)),
+            },
+            Err(SendError::Call(e)) => Poll::Ready(Err(e)),
+        }
+    }
+
+    pub(crate) fn close_send(&self, epoch: u64, id: u64) {
+        let mut st = self.lock();
+        if st.epoch != epoch {
+            return;
+        }
+        if let Some(s) = st.session.as_mut() {
+            let _ = s.close_send(Instant::now(), id);
+        }
+        drop(st);
+        self.writer.notify();
+    }
+
+    /// The caller dropped its stream: cancel it on both sides.
+    pub(crate) fn cancel_stream(&self, epoch: u64, id: u64) {
+        let mut st = self.lock();
+        st.slots.remove(&MuxKey::outgoing(id));
+        if st.epoch == epoch {
+            if let Some(s) = st.session.as_mut() {
+                s.cancel(id);
+            }
+        }
+        drop(st);
+        self.writer.notify();
+    }
+
+    fn respond(&self, epoch: u64, id: u64, result: Result<Bytes, String>) {
+        let mut st = self.lock();
+        if st.epoch != epoch {
+            return;
+        }
+        st.slots.remove(&MuxKey::incoming(id));
+        if let Some(s) = st.session.as_mut() {
+            s.respond(Instant::now(), id, result);
+        }
+        drop(st);
+        self.writer.notify();
+    }
+
+    fn finish(&self, epoch: u64, id: u64, result: Result<(), String>) {
+        let mut st = self.lock();
+        if st.epoch != epoch {
+            return;
+        }
+        st.slots.remove(&MuxKey::incoming(id));
+        if let Some(s) = st.session.as_mut() {
+            s.finish(Instant::now(), id, result);
+        }
+        drop(st);
+        self.writer.notify();
+    }
+
+    // ------------------------------------------------------------------------------
+    // Events.
+
+    /// Dispatches every pending event of the current session.
+    fn pump(self: &Arc<Self>, st: &mut LinkState) {
+        let epoch = st.epoch;
+        let mut lost = None;
+        loop {
+            let Some(ev) = st.session.as_mut().and_then(Session::poll_event) else {
+                break;
+            };
+            match ev {
+                Event::Connected { remote_host, .. } => {
+                    st.connects += 1;
+                    st.connected_epoch = epoch;
+                    st.last_rejection = None;
+                    st.last_error = None;
+                    info!(target: TARGET, local = %self.shared.cluster.local_host, remote = %remote_host, connects = st.connects, "link up");
+                    for w in st.connect_waiters.drain(..) {
+                        w.wake();
+                    }
+                }
+                Event::Lost(reason) => lost = Some(reason),
+                Event::Request {
+                    mux_id,
+                    handler,
+                    payload,
+                    ..
+                } => self.spawn_single(st, epoch, mux_id, handler, payload),
+                Event::StreamOpened {
+                    mux_id,
+                    handler,
+                    payload,
+                    ..
+                } => self.spawn_stream(st, epoch, mux_id, handler, payload),
+                Event::Response { mux_id, result } => {
+                    if let Some(slot) = st.slots.get_mut(&MuxKey::outgoing(mux_id)) {
+                        slot.result = Some(result);
+                        slot.wake();
+                    }
+                }
+                Event::Readable(key) => {
+                    if let Some(w) = st.slots.get_mut(&key).and_then(|s| s.waker.take()) {
+                        w.wake();
+                    }
+                }
+                Event::Writable(key) => {
+                    if let Some(w) = st.slots.get_mut(&key).and_then(|s| s.write_waker.take()) {
+                        w.wake();
+                    }
+                }
+                Event::Closed { key, error } => match key.dir {
+                    Dir::Outgoing => {
+                        if let Some(slot) = st.slots.get_mut(&key) {
+                            slot.closed = Some(error);
+                            slot.wake();
+                        }
+                    }
+                    Dir::Incoming => {
+                        if let Some(mut slot) = st.slots.remove(&key) {
+                            debug!(target: "grid::handler", remote = %self.remote, mux = key.id, %error, "incoming call cancelled");
+                            if let Some(c) = slot.cancel.take() {
+                                c.fire();
+                            }
+                            slot.wake();
+                        }
+                    }
+                },
+            }
+        }
+        if let Some(reason) = lost {
+            self.on_lost(st, reason);
+        }
+    }
+
+    fn on_lost(&self, st: &mut LinkState, reason: LostReason) {
+        if let Some(s) = st.session.take() {
+            st.last_mux_id = s.last_mux_id();
+            st.last_stats = s.stats();
+        }
+        match &reason {
+            LostReason::Rejected(why) => {
+                st.last_error = Some(format!("connection rejected: {why}"));
+                // Logged once per reason, not on every retry.
+                if st.last_rejection.as_deref() != Some(why.as_str()) {
+                    warn!(target: TARGET, local = %self.shared.cluster.local_host, remote = %self.remote, reason = %why, "connection rejected");
+                    st.last_rejection = Some(why.clone());
+                }
+            }
+            LostReason::Local => debug!(target: TARGET, remote = %self.remote, "link closed"),
+            other => info!(target: TARGET, local = %self.shared.cluster.local_host, remote = %self.remote, reason = %other, "link lost"),
+        }
+        st.done.fire();
+        self.writer.notify();
+    }
+
+    fn spawn_single(
+        self: &Arc<Self>,
+        st: &mut LinkState,
+        epoch: u64,
+        id: u64,
+        handler: HandlerKey,
+        payload: Bytes,
+    ) {
+        let Some(f) = self.shared.handlers.single(&handler).cloned() else {
+            crate::proto::bug::report(format_args!("no code for registered handler {handler:?}"));
+            if let Some(s) = st.session.as_mut() {
+                s.respond(Instant::now(), id, Err("handler missing".into()));
+            }
+            return;
+        };
+        let cancel = Signal::new();
+        st.slots.insert(
+            MuxKey::incoming(id),
+            Slot {
+                cancel: Some(cancel.clone()),
+                ..Slot::default()
+            },
+        );
+        let req = Request {
+            payload,
+            remote: self.remote.clone(),
+            subroute: self.shared.handlers.route(&handler),
+        };
+        let link = self.clone();
+        self.shared.spawn(async move {
+            let run = AssertUnwindSafe(f(req)).catch_unwind();
+            match select(run, cancel.wait()).await {
+                Either::Left((Ok(r), _)) => link.respond(epoch, id, r.map_err(|e| e.0)),
+                Either::Left((Err(panic), _)) => {
+                    let text = panic_text(&panic);
+                    error!(target: "grid::handler", remote = %link.remote, ?handler, %text, "handler panicked");
+                    link.respond(epoch, id, Err(format!("handleMessages: panic recovered: {text}")));
+                }
+                Either::Right(_) => {}
+            }
+        });
+    }
+
+    fn spawn_stream(
+        self: &Arc<Self>,
+        st: &mut LinkState,
+        epoch: u64,
+        id: u64,
+        handler: HandlerKey,
+        payload: Option<Bytes>,
+    ) {
+        let Some(f) = self.shared.handlers.stream(&handler).cloned() else {
+            crate::proto::bug::report(format_args!("no code for registered handler {handler:?}"));
+            if let Some(s) = st.session.as_mut() {
+                s.finish(Instant::now(), id, Err("handler missing".into()));
+            }
+            return;
+        };
+        let has_input = matches!(
+            self.shared.cluster.registry.get(&handler),
+            Some(HandlerKind::Stream { in_capacity, .. }) if in_capacity > 0
+        );
+        let cancel = Signal::new();
+        st.slots.insert(
+            MuxKey::incoming(id),
+            Slot {
+                cancel: Some(cancel.clone()),
+                ..Slot::default()
+            },
+        );
+        let ctx = StreamCtx {
+            payload,
+            input: has_input.then(|| Input {
+                link: self.clone(),
+                epoch,
+                id,
+                done: false,
+            }),
+            output: Output {
+                link: self.clone(),
+                epoch,
+                id,
+            },
+            cancelled: Cancelled::new(cancel.clone()),
+            remote: self.remote.clone(),
+            subroute: self.shared.handlers.route(&handler),
+        };
+        let link = self.clone();
+        self.shared.spawn(async move {
+            let run = AssertUnwindSafe(f(ctx)).catch_unwind();
+            match select(run, cancel.wait()).await {
+                Either::Left((Ok(r), _)) => link.finish(epoch, id, r.map_err(|e| e.0)),
+                Either::Left((Err(panic), _)) => {
+                    let text = panic_text(&panic);
+                    error!(target: "grid::handler", remote = %link.remote, ?handler, %text, "stream handler panicked");
+                    link.finish(epoch, id, Err(format!("handler panic: {text}")));
+                }
+                Either::Right(_) => {}
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------------------
+    // Sessions and sockets.
+
+    /// Makes `session` the link's current one, ending any previous session, and starts
+    /// the tasks that run it over `ws`. Returns its generation and its end signal.
+    pub(crate) fn install(
+        self: &Arc<Self>,
+        mut session: Session,
+        ws: WebSocketStream<BoxIo>,
+    ) -> (u64, Signal) {
+        let (epoch, done) = {
+            let mut st = self.lock();
+            if let Some(old) = st.session.as_mut() {
+                old.close(LostReason::Local);
+                self.pump(&mut st);
+            }
+            session.continue_mux_ids(st.last_mux_id);
+            st.epoch += 1;
+            st.done = Signal::new();
+            st.session = Some(session);
+            self.pump(&mut st);
+            (st.epoch, st.done.clone())
+        };
+        let (tx, rx) = ws.split();
+        self.shared.spawn(write_loop(self.clone(), epoch, tx));
+        self.shared.spawn(read_loop(self.clone(), epoch, rx, done.clone()));
+        self.writer.notify();
+        (epoch, done)
+    }
+
+    /// Whether generation `epoch` completed its handshake.
+    fn connected_in(&self, epoch: u64) -> bool {
+        self.lock().connected_epoch == epoch
+    }
+
+    fn note_attempt(&self, error: Option<String>) {
+        let mut st = self.lock();
+        st.dial_attempts += 1;
+        if error.is_some() {
+            st.last_error = error;
+        }
+    }
+
+    /// Drops the current socket (the dialer reconnects); in-flight calls end with
+    /// `Disconnected`.
+    pub(crate) fn reset(self: &Arc<Self>) {
+        let epoch = self.lock().epoch;
+        self.transport_failed(epoch, "reset by the application".into());
+    }
+
+    fn transport_failed(self: &Arc<Self>, epoch: u64, why: String) {
+        let mut st = self.lock();
+        if st.epoch != epoch {
+            return;
+        }
+        if let Some(s) = st.session.as_mut() {
+            s.close(LostReason::Transport(why));
+            self.pump(&mut st);
+        }
+    }
+
+    /// Ends the current session (shutdown): every call ends with `Disconnected`.
+    pub(crate) fn close(self: &Arc<Self>) {
+        let mut st = self.lock();
+        if let Some(s) = st.session.as_mut() {
+            s.close(LostReason::Local);
+            self.pump(&mut st);
+        }
+        for w in st.connect_waiters.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+type WsSender = async_tungstenite::WebSocketSender<BoxIo>;
+type WsReceiver = async_tungstenite::WebSocketReceiver<BoxIo>;
+
+/// Moves outbound messages from the session to the socket and runs its timers.
+async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender) {
+    let shared = link.shared.clone();
+    let stall = shared.cluster.config.write_stall_timeout;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut out: Vec<Bytes> = Vec::new();
+    let far = || Instant::now() + Duration::from_secs(3600);
+    let mut timer_at = far();
+    let mut timer = shared.sleep_until(timer_at);
+    loop {
+        let (next, closed) = {
+            let mut st = link.lock();
+            if st.epoch != epoch {
+                break;
+            }
+            let Some(s) = st.session.as_mut() else {
+                break;
+            };
+            let now = Instant::now();
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+            while s.poll_transmit(&mut buf).is_some() {
+                out.push(buf.split().freeze());
+            }
+            let next = s.poll_timeout();
+            let closed = s.is_closed();
+            link.pump(&mut st);
+            (next, closed)
+        };
+        if !out.is_empty() {
+            let send = async {
+                for m in out.drain(..) {
+                    tx.feed(Message::Binary(m)).await?;
+                }
+                tx.flush().await
+            };
+            let deadline = shared.sleep_until(Instant::now() + stall);
+            match select(Box::pin(send), deadline).await {
+                Either::Left((Ok(()), _)) => {}
+                Either::Left((Err(e), _)) => {
+                    link.transport_failed(epoch, format!("write: {e}"));
+                    break;
+                }
+                Either::Right(_) => {
+                    warn!(target: TARGET, remote = %link.remote, ?stall, "write stalled; dropping link");
+                    link.transport_failed(epoch, format!("write stalled for {stall:?}"));
+                    break;
+                }
+            }
+            out.clear();
+            if closed {
+                break;
+            }
+            continue;
+        }
+        if closed {
+            break;
+        }
+        let at = next.unwrap_or_else(far);
+        if at != timer_at {
+            timer_at = at;
+            timer = shared.sleep_until(at);
+        }
+        if let Either::Right(_) = select(link.writer.notified(), &mut timer).await {
+            timer_at = far();
+            timer = shared.sleep_until(timer_at);
+        }
+    }
+    // Best effort: tell the peer, but never wait long on a dead socket.
+    let close = async {
+        let _ = tx.close(None).await;
+    };
+    let _ = select(Box::pin(close), shared.sleep_until(Instant::now() + Duration::from_millis(100))).await;
+}
+
+/// Hands inbound messages to the session until the socket or the session ends.
+async fn read_loop(link: Arc<Link>, epoch: u64, mut rx: WsReceiver, done: Signal) {
+    let mut ended = done.wait();
+    let why = loop {
+        match select(rx.next(), &mut ended).await {
+            Either::Right(_) => break None,
+            Either::Left((None, _)) => break Some("connection closed by peer".to_owned()),
+            Either::Left((Some(Err(e)), _)) => break Some(format!("read: {e}")),
+            Either::Left((Some(Ok(Message::Binary(b))), _)) => {
+                let mut st = link.lock();
+                if st.epoch != epoch {
+                    break None;
+                }
+                let Some(s) = st.session.as_mut() else {
+                    break None;
+                };
+                s.handle_message(Instant::now(), b);
+                link.pump(&mut st);
+                drop(st);
+                link.writer.notify();
+            }
+            Either::Left((Some(Ok(Message::Close(_))), _)) => {
+                break Some("peer closed the WebSocket".to_owned());
+            }
+            // Text messages are not part of the protocol; pings are answered by the
+            // WebSocket layer.
+            Either::Left((Some(Ok(_)), _)) => {}
+        }
+    };
+    if let Some(why) = why {
+        link.transport_failed(epoch, why);
+    }
+}
+
+/// The dialer's loop: connect, run the session until it ends, and try again with the
+/// protocol's spacing, until shutdown.
+pub(crate) async fn dial_loop(link: Arc<Link>) {
+    let shared = link.shared.clone();
+    let cfg = shared.cluster.config.clone();
+    let seed = shared.seed ^ xxhash_rust::xxh3::xxh3_64(link.remote.as_bytes());
+    let mut backoff = Backoff::new(seed, cfg.reconnect_min, cfg.reconnect_max);
+    let mut last_error: Option<String> = None;
+    let mut shutdown = shared.shutdown.wait();
+    loop {
+        if shared.shutdown.is_fired() {
+            break;
+        }
+        let started = Instant::now();
+        let dial = ws::dial(&shared, &link.remote);
+        let timeout = shared.sleep_until(started + cfg.dial_timeout);
+        let attempt = select(Box::pin(dial), timeout);
+        let result = match select(attempt, &mut shutdown).await {
+            Either::Right(_) => break,
+            Either::Left((Either::Left((r, _)), _)) => r,
+            Either::Left((Either::Right(_), _)) => Err(format!("dial timed out after {:?}", cfg.dial_timeout)),
+        };
+        link.note_attempt(result.as_ref().err().cloned());
+        match result {
+            Ok(socket) => {
+                last_error = None;
+                let token = (shared.token)();
+                let session = Session::dialer(shared.cluster.clone(), &link.remote, &token, Instant::now(), wall_now());
+                let (epoch, done) = link.install(session, socket);
+                if let Either::Right(_) = select(done.wait(), &mut shutdown).await {
+                    break;
+                }
+                // A session that ran ends with an immediate redial; a refused handshake
+                // waits like a failed dial.
+                if link.connected_in(epoch) {
+                    continue;
+                }
+            }
+            Err(e) => {
+                if last_error.as_deref() != Some(e.as_str()) {
+                    info!(target: TARGET, local = %shared.cluster.local_host, remote = %link.remote, error = %e, "dial failed; retrying");
+                    last_error = Some(e);
+                }
+            }
+        }
+        let wait = shared.sleep_until(backoff.next_attempt(started));
+        if let Either::Right(_) = select(wait, &mut shutdown).await {
+            break;
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The manager: one node's view of the cluster, its handlers and its links.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use bytes::Bytes;
+use futures_util::future::{Either, select};
+use tracing::{debug, info, warn};
+
+use super::connection::Connection;
+use super::handler::{Handlers, RemoteError, Request, StreamCtx, StreamOptions};
+use super::link::{Link, LinkStats, Shared, dial_loop, wall_now};
+use super::runtime::{BoxIo, Io, Listener, Runtime};
+use super::signal::{Signal, Tasks};
+use super::ws;
+use crate::codec::should_dial;
+use crate::proto::{Cluster, Config, LostReason, RegisterError, Session};
+
+/// The route MinIO serves its general grid on.
+pub const MINIO_ROUTE: &str = "/minio/grid/v1";
+/// The route MinIO serves its lock grid on.
+pub const MINIO_LOCK_ROUTE: &str = "/minio/grid/lock/v1";
+
+/// Why a manager could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A handler was registered twice, or with ID 0.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// The listener could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The local host string is not usable.
+    #[error("{0}")]
+    Host(String),
+}
+
+/// Builds a [`Manager`]: its identity, its peers, its handlers and its options.
+pub struct ManagerBuilder {
+    local_host: String,
+    hosts: Vec<String>,
+    config: Config,
+    route: String,
+    token: Arc<dyn Fn() -> String + Send + Sync>,
+    validator: Arc<crate::proto::TokenValidator>,
+    handlers: Handlers,
+    listener: Option<std::net::TcpListener>,
+    listen: bool,
+    seed: u64,
+}
+
+impl ManagerBuilder {
+    /// A node called `local_host` (`scheme://host:port`, spelled as every node spells it)
+    /// in a cluster of `hosts` (which may include `local_host`).
+    pub fn new(local_host: impl Into<String>, hosts: &[impl AsRef<str>]) -> ManagerBuilder {
+        ManagerBuilder {
+            local_host: local_host.into(),
+            hosts: hosts.iter().map(|h| h.as_ref().to_owned()).collect(),
+            config: Config::default(),
+            route: MINIO_ROUTE.to_owned(),
+            token: Arc::new(String::new),
+            validator: Arc::new(|_| Ok(())),
+            handlers: Handlers::default(),
+            listener: None,
+            listen: true,
+            seed: 0x6772_6964,
+        }
+    }
+
+    /// Limits and timeouts.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The URL path of the WebSocket upgrade (default [`MINIO_ROUTE`]).
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = route.into();
+        self
+    }
+
+    /// Produces the token sent when dialing.
+    pub fn token_provider(mut self, f: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.token = Arc::new(f);
+        self
+    }
+
+    /// Checks a dialing peer's token; `Err` carries the reason sent back.
+    pub fn token_validator(
+        mut self,
+        f: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.validator = Arc::new(f);
+        self
+    }
+
+    /// Serves on an already bound listener instead of binding the local host's address.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Does not listen at all: the application hands accepted sockets to
+    /// [`Manager::serve_socket`] (for example from its own HTTP server).
+    pub fn no_listener(mut self) -> Self {
+        self.listen = false;
+        self
+    }
+
+    /// Seeds the reconnect jitter.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Registers a single-request handler.
+    pub fn single<F, Fut>(self, id: u8, f: F) -> Result<Self, RegisterError>
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        self.single_inner(id, None, f)
+    }
+
+    /// Registers a single-request handler on a subroute.
+    pub fn single_on<F, Fut>(self, id: u8, route: &str, f: F) -> Result<Self, RegisterError>
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        self.single_inner(id, Some(route), f)
+    }
+
+    fn single_inner<F, Fut>(mut self, id: u8, route: Option<&str>, f: F) -> Result<Self, RegisterError>
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        self.handlers
+            .add_single(id, route, Arc::new(move |r| Box::pin(f(r))))?;
+        Ok(self)
+    }
+
+    /// Registers a stream handler. Both peers must register it with the same options.
+    pub fn stream<F, Fut>(self, id: u8, opts: StreamOptions, f: F) -> Result<Self, RegisterError>
+    where
+        F: Fn(StreamCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.stream_inner(id, None, opts, f)
+    }
+
+    /// Registers a stream handler on a subroute.
+    pub fn stream_on<F, Fut>(
+        self,
+        id: u8,
+        route: &str,
+        opts: StreamOptions,
+        f: F,
+    ) -> Result<Self, RegisterError>
+    where
+        F: Fn(StreamCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.stream_inner(id, Some(route), opts, f)
+    }
+
+    fn stream_inner<F, Fut>(
+        mut self,
+        id: u8,
+        route: Option<&str>,
+        opts: StreamOptions,
+        f: F,
+    ) -> Result<Self, RegisterError>
+    where
+        F: Fn(StreamCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.handlers
+            .add_stream(id, route, opts, Arc::new(move |c| Box::pin(f(c))))?;
+        Ok(self)
+    }
+
+    /// Starts the manager on `rt`: binds (unless told not to), accepts peers and dials
+    /// the peers this node dials.
+    pub fn start(self, rt: Arc<dyn Runtime>) -> Result<Manager, StartError> {
+        let mut id = [0u8; 16];
+        let entropy = xxhash_rust::xxh3::xxh3_128(
+            format!("{}{:?}{}", self.local_host, Instant::now(), std::process::id()).as_bytes(),
+        ) ^ (wall_now().as_unix_nanos() as u128);
+        id.copy_from_slice(&entropy.to_le_bytes());
+        let peers: Vec<&str> = self.hosts.iter().map(String::as_str).collect();
+        let mut cluster = Cluster::new(self.local_host.clone(), id, &peers);
+        cluster.registry = self.handlers.registry.clone();
+        cluster.validate_token = self.validator;
+        cluster.config = self.config;
+        let max = cluster.config.max_frame_size;
+        let shared = Arc::new(Shared {
+            rt: rt.clone(),
+            ws_config: WebSocketConfig::default()
+                .max_message_size(Some(max))
+                .max_frame_size(Some(max)),
+            cluster: Arc::new(cluster),
+            handlers: self.handlers,
+            route: self.route,
+            token: self.token,
+            shutdown: Signal::new(),
+            tasks: Tasks::default(),
+            rejections: Mutex::new(HashSet::new()),
+            seed: self.seed,
+        });
+        let links: BTreeMap<String, Arc<Link>> = shared
+            .cluster
+            .peers
+            .iter()
+            .map(|p| {
+                let dials = should_dial(&self.local_host, p);
+                (p.clone(), Link::new(p, dials, shared.clone()))
+            })
+            .collect();
+        let listener = match (self.listen, self.listener) {
+            (false, _) => None,
+            (true, Some(l)) => Some(l),
+            (true, None) => {
+                let (addr, _) = ws::endpoint(&self.local_host, "").map_err(StartError::Host)?;
+                Some(std::net::TcpListener::bind(&addr).map_err(|source| StartError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?)
+            }
+        };
+        let mut local_addr = None;
+        if let Some(l) = listener {
+            let addr = l.local_addr().ok();
+            l.set_nonblocking(true).map_err(|source| StartError::Listen {
+                addr: format!("{addr:?}"),
+                source,
+            })?;
+            let l = rt.listener(l).map_err(|source| StartError::Listen {
+                addr: format!("{addr:?}"),
+                source,
+            })?;
+            local_addr = l.local_addr().ok();
+            let inner = Inner {
+                shared: shared.clone(),
+                links: links.clone(),
+                local_addr,
+            };
+            shared.spawn(accept_loop(Arc::new(inner), l));
+        }
+        for link in links.values().filter(|l| l.dials) {
+            shared.spawn(dial_loop(link.clone()));
+        }
+        info!(target: "grid::manager", local = %self.local_host, peers = links.len(), ?local_addr, "manager started");
+        Ok(Manager {
+            inner: Arc::new(Inner {
+                shared,
+                links,
+                local_addr,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    links: BTreeMap<String, Arc<Link>>,
+    local_addr: Option<SocketAddr>,
+}
+
+/// One node of a cluster: serves its handlers to every peer and calls theirs, over one
+/// WebSocket per pair, kept up for as long as the manager runs.
+///
+/// Cheap to clone. [`Manager::shutdown`] ends every call and every task it spawned.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("local_host", &self.local_host())
+            .field("peers", &self.inner.links.keys())
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Starts building a manager.
+    pub fn builder(local_host: impl Into<String>, hosts: &[impl AsRef<str>]) -> ManagerBuilder {
+        ManagerBuilder::new(local_host, hosts)
+    }
+
+    /// This node's host string.
+    pub fn local_host(&self) -> &str {
+        &self.inner.shared.cluster.local_host
+    }
+
+    /// The address the manager listens on, if it listens.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// The connection to `host`, if it is a peer.
+    pub fn connection(&self, host: &str) -> Option<Connection> {
+        self.inner.links.get(host).map(|l| Connection::new(l.clone()))
+    }
+
+    /// Every peer's host string.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.inner.links.keys().map(String::as_str)
+    }
+
+    /// Counters of every link.
+    pub fn stats(&self) -> BTreeMap<String, LinkStats> {
+        self.inner
+            .links
+            .iter()
+            .map(|(h, l)| (h.clone(), l.stats()))
+            .collect()
+    }
+
+    /// Tasks the manager has running (links, handlers, listener).
+    pub fn running_tasks(&self) -> usize {
+        self.inner.shared.tasks.running()
+    }
+
+    /// Serves a socket accepted elsewhere: upgrades it on the manager's route and, if
+    /// the peer's handshake passes, makes it the link to that peer.
+    pub async fn serve_socket(&self, io: impl Io, peer: Option<SocketAddr>) {
+        serve(&self.inner, Box::new(io), peer).await
+    }
+
+    /// Ends every call with `Disconnected`, closes every link, stops listening and
+    /// dialing, cancels every handler, and waits until every task has finished.
+    pub async fn shutdown(&self) {
+        let shared = &self.inner.shared;
+        shared.shutdown.fire();
+        for link in self.inner.links.values() {
+            link.close();
+        }
+        shared.tasks.idle().await;
+        debug!(target: "grid::manager", local = %self.local_host(), "manager shut down");
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
+    let shared = inner.shared.clone();
+    let mut shutdown = shared.shutdown.wait();
+    loop {
+        let next = match select(listener.accept(), &mut shutdown).await {
+            Either::Right(_) => break,
+            Either::Left((r, _)) => r,
+        };
+        match next {
+            Ok((io, peer)) => {
+                let inner2 = inner.clone();
+                shared.spawn(async move { serve(&inner2, io, Some(peer)).await });
+            }
+            Err(e) => {
+                // Accept errors (out of descriptors, aborted handshakes) must not stop
+                // the listener; back off briefly so a persistent error does not spin.
+                warn!(target: "grid::manager", error = %e, "accept failed");
+                let pause = shared.sleep_until(Instant::now() + std::time::Duration::from_millis(50));
+                if let Either::Right(_) = select(pause, &mut shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Logs a rejection once per (peer, reason).
+fn log_rejection_once(shared: &Shared, peer: String, reason: &str) {
+    let mut seen = shared.rejections.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.len() > 4096 {
+        seen.clear();
+    }
+    if seen.insert((peer.clone(), reason.to_owned())) {
+        let local = &shared.cluster.local_host;
+        warn!(target: "grid::manager", %local, %peer, %reason, "rejected connection");
+    }
+}
+
+async fn serve(inner: &Inner, io: BoxIo, peer: Option<SocketAddr>) {
+    let shared = &inner.shared;
+    let cfg = &shared.cluster.config;
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let upgrade = ws::accept(shared, io, peer);
+    let ws = match select(Box::pin(upgrade), shared.sleep_until(deadline)).await {
+        Either::Left((Ok(ws), _)) => ws,
+        Either::Left((Err(e), _)) => {
+            let ip = peer.map_or("?".into(), |p| p.ip().to_string());
+            return log_rejection_once(shared, ip, &e);
+        }
+        Either::Right(_) => return debug!(target: "grid::manager", ?peer, "upgrade timed out"),
+    };
+    handshake(inner, ws, peer).await;
+}
+
+/// Runs the acceptor's handshake on an upgraded socket, then installs the session.
+async fn handshake(
+    inner: &Inner,
+    mut ws: async_tungstenite::WebSocketStream<BoxIo>,
+    peer: Option<SocketAddr>,
+) {
+    use async_tungstenite::tungstenite::Message;
+    use futures_util::StreamExt;
+
+    let shared = &inner.shared;
+    let mut session = Session::acceptor(shared.cluster.clone(), Instant::now(), wall_now());
+    while !session.is_connected() && !session.is_closed() {
+        let at = session.poll_timeout().unwrap_or_else(Instant::now);
+        match select(ws.next(), shared.sleep_until(at)).await {
+            Either::Left((Some(Ok(Message::Binary(b))), _)) => session.handle_message(Instant::now(), b),
+            Either::Left((Some(Ok(Message::Close(_))) | None | Some(Err(_)), _)) => {
+                session.close(LostReason::Transport("closed during handshake".into()))
+            }
+            Either::Left((Some(Ok(_)), _)) => {}
+            Either::Right(_) => session.handle_timeout(Instant::now()),
+        }
+    }
+    if session.is_closed() {
+        let mut buf = bytes::BytesMut::new();
+        while session.poll_transmit(&mut buf).is_some() {
+            let _ = ws.send(Message::Binary(buf.split().freeze())).await;
+        }
+        let _ = ws.close(None).await;
+        while let Some(ev) = session.poll_event() {
+            if let crate::proto::Event::Lost(LostReason::RejectedPeer(reason)) = ev {
+                let who = peer.map_or("?".into(), |p| p.ip().to_string());
+                log_rejection_once(shared, who, &reason);
+            }
+        }
+        return;
+    }
+    let remote = session.remote_host().unwrap_or_default().to_owned();
+    match inner.links.get(&remote) {
+        Some(link) => {
+            link.install(session, ws);
+        }
+        None => {
+            // The session checked the peer list; a host without a link is a bug.
+            crate::proto::bug::report(format_args!("accepted unknown host {remote}"));
+        }
+    }
+}

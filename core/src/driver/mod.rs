@@ -1,0 +1,21 @@
+//! The runtime-agnostic async API: [`Manager`], [`Connection`], [`Stream`], handlers and
+//! the WebSocket transport, written once for every runtime.
+//!
+//! A runtime crate (`grid-tokio`, `grid-async-std`) implements [`Runtime`] (spawn, a
+//! timer, TCP) and re-exports this module. Each link runs two tasks (reader, writer)
+//! around one [`crate::proto::Session`]; callers talk to the session directly under a
+//! short lock and are woken by its events.
+
+mod connection;
+mod handler;
+mod link;
+mod manager;
+mod runtime;
+mod signal;
+mod ws;
+
+pub use connection::{Connection, Requests, Responses, Stream};
+pub use handler::{Cancelled, Input, Output, RemoteError, Request, StreamCtx, StreamOptions};
+pub use link::LinkStats;
+pub use manager::{MINIO_LOCK_ROUTE, MINIO_ROUTE, Manager, ManagerBuilder, StartError};
+pub use runtime::{BoxFuture, BoxIo, Io, Listener, Runtime};
