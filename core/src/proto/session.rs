@@ -728,10 +728,8 @@ impl Session {
                     result: Err(CallError::DeadlineExceeded),
                 });
             }
-            Some(ClientMux::Stream(s)) if s.deadline == Some(at) => {
-                if s.end.is_none() {
-                    self.fail_client_stream(id, CallError::DeadlineExceeded, true);
-                }
+            Some(ClientMux::Stream(s)) if s.deadline == Some(at) && s.end.is_none() => {
+                self.fail_client_stream(id, CallError::DeadlineExceeded, true);
             }
             _ => {}
         }
