@@ -187,7 +187,12 @@ pub(crate) fn roles() -> (&'static str, &'static str) {
     }
 }
 
-pub(crate) fn cluster(host: &str, id: u8, config: &Config, extra: Option<HandlerKey>) -> Arc<Cluster> {
+pub(crate) fn cluster(
+    host: &str,
+    id: u8,
+    config: &Config,
+    extra: Option<HandlerKey>,
+) -> Arc<Cluster> {
     let mut c = Cluster::new(host, [id; 16], &[HOST_X, HOST_Y]);
     c.config = config.clone();
     c.validate_token = Arc::new(|t| {
@@ -227,7 +232,10 @@ impl Pair {
         if setup.wrong_direction {
             std::mem::swap(&mut dialer, &mut acceptor);
         }
-        let claimed = setup.dialer_host.clone().unwrap_or_else(|| dialer.to_owned());
+        let claimed = setup
+            .dialer_host
+            .clone()
+            .unwrap_or_else(|| dialer.to_owned());
         let a_cluster = cluster(&claimed, 1, &setup.config, None);
         let b_cluster = cluster(acceptor, 2, &setup.config, Some(ONLY_B));
         let a_wall = Time {
@@ -253,10 +261,24 @@ impl Pair {
     pub(crate) fn connected_with(setup: Setup) -> Pair {
         let mut p = Pair::new(setup);
         p.drive();
-        assert!(p.a.s.is_connected(), "dialer not connected: {:?}", p.a.events);
-        assert!(p.b.s.is_connected(), "acceptor not connected: {:?}", p.b.events);
-        assert!(matches!(p.a.events.pop_front(), Some(Event::Connected { .. })));
-        assert!(matches!(p.b.events.pop_front(), Some(Event::Connected { .. })));
+        assert!(
+            p.a.s.is_connected(),
+            "dialer not connected: {:?}",
+            p.a.events
+        );
+        assert!(
+            p.b.s.is_connected(),
+            "acceptor not connected: {:?}",
+            p.b.events
+        );
+        assert!(matches!(
+            p.a.events.pop_front(),
+            Some(Event::Connected { .. })
+        ));
+        assert!(matches!(
+            p.b.events.pop_front(),
+            Some(Event::Connected { .. })
+        ));
         p
     }
 
@@ -319,15 +341,23 @@ impl Pair {
             .min()
     }
 
-    /// Steps until nothing moves, moving the clock only to message arrivals. Bounded:
-    /// a livelock fails the test.
+    /// Steps until nothing moves, moving the clock only to message arrivals (and to the
+    /// timers due before an arrival, so that nothing happens out of order). Bounded: a
+    /// livelock fails the test.
     pub(crate) fn drive(&mut self) {
         for _ in 0..100_000 {
             if self.step() {
                 continue;
             }
             match self.next_arrival() {
-                Some(at) if at > self.now => self.now = at,
+                Some(at) if at > self.now => {
+                    let timer = [self.a.s.poll_timeout(), self.b.s.poll_timeout()]
+                        .into_iter()
+                        .flatten()
+                        .filter(|t| *t > self.now)
+                        .min();
+                    self.now = timer.map_or(at, |t| t.min(at));
+                }
                 _ => return,
             }
         }
@@ -361,6 +391,32 @@ impl Pair {
         self.drive();
     }
 
+    /// Runs until exactly `at`: every timer and arrival up to `at` is handled at its own
+    /// instant; unlike [`Pair::advance`], messages still in flight at `at` stay in flight.
+    pub(crate) fn advance_to(&mut self, at: Instant) {
+        for _ in 0..1_000_000 {
+            while self.step() {}
+            let next = [
+                self.a.s.poll_timeout(),
+                self.b.s.poll_timeout(),
+                self.next_arrival(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > self.now && *t <= at)
+            .min();
+            match next {
+                Some(t) => self.now = t,
+                None => {
+                    self.now = self.now.max(at);
+                    while self.step() {}
+                    return;
+                }
+            }
+        }
+        panic!("pair did not reach {at:?}");
+    }
+
     /// Delivers a raw message to `b` as if `a` had sent it.
     pub(crate) fn inject_to_b(&mut self, msg: Bytes) {
         let at = self.now;
@@ -388,4 +444,20 @@ impl Pair {
 /// `n` bytes of a recognisable pattern.
 pub(crate) fn pattern(n: usize) -> Bytes {
     (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
+}
+
+/// A frame as a peer on a plain-HTTP link would send it (with a CRC), for injection.
+pub(crate) fn forge(
+    op: codec::Op,
+    mux_id: u64,
+    seq: u32,
+    flags: codec::Flags,
+    payload: &[u8],
+) -> Frame {
+    let mut f = Frame::new(op);
+    f.mux_id = mux_id;
+    f.seq = seq;
+    f.flags = codec::Flags::CRC | flags;
+    f.payload = Bytes::copy_from_slice(payload);
+    f
 }
