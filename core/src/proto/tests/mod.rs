@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod flow;
 mod handshake;
 mod single;
 mod stream;

@@ -1,0 +1,449 @@
+//! Stream flow: cancellation from either side, deadlines, congestion in both directions,
+//! blocked responses and items racing the end of a stream.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::harness::*;
+use super::stream::open;
+use crate::codec::{Flags, Frame, Op};
+use crate::proto::{CallError, Config, Event, HandlerKey, MuxKey, Read, SendError};
+
+pub(crate) fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Frames `n` received with `op` on mux `id`.
+pub(crate) fn ops(n: &Node, op: Op, id: u64) -> Vec<Frame> {
+    n.received
+        .iter()
+        .filter(|f| f.op == op && f.mux_id == id)
+        .cloned()
+        .collect()
+}
+
+/// How many `Closed` events for `key` are pending on `n`.
+pub(crate) fn closed_count(n: &Node, key: MuxKey) -> usize {
+    n.events
+        .iter()
+        .filter(|e| matches!(e, Event::Closed { key: k, .. } if *k == key))
+        .count()
+}
+
+/// Makes `n` concurrent single echo requests from `a` and checks that all complete.
+pub(crate) fn singles(p: &mut Pair, n: usize) {
+    let ids: Vec<u64> = (0..n)
+        .map(|i| {
+            p.a.s
+                .request(p.now, ECHO, Bytes::from(format!("r{i}")), None)
+                .unwrap()
+        })
+        .collect();
+    p.drive();
+    for _ in 0..n {
+        let (mux, payload, _) = p.b.expect_request();
+        assert!(p.b.s.respond(p.now, mux, Ok(payload)));
+    }
+    p.drive();
+    for (i, id) in ids.into_iter().enumerate() {
+        assert_eq!(p.a.expect_response(id).unwrap(), format!("r{i}"));
+    }
+}
+
+/// Sends items `*sent..100` (one byte each, their index) until the stream blocks.
+fn push(p: &mut Pair, key: MuxKey, sent: &mut usize) {
+    let side = match key.dir {
+        crate::proto::Dir::Outgoing => &mut p.a,
+        crate::proto::Dir::Incoming => &mut p.b,
+    };
+    while *sent < 100 {
+        match side.s.send(p.now, key, Bytes::from(vec![*sent as u8])) {
+            Ok(()) => *sent += 1,
+            Err(SendError::Blocked) => break,
+            Err(e) => panic!("send {sent}: {e}"),
+        }
+    }
+}
+
+fn expected_items() -> Vec<Bytes> {
+    (0..100u8).map(|i| Bytes::from(vec![i])).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Cancellation from the client.
+
+/// Opens `handler`, sends `items` the server does not read, cancels from the client and
+/// checks both sides.
+fn client_cancel(handler: HandlerKey, items: usize) {
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, handler, None, None);
+    for i in 0..items {
+        p.a.s.send(p.now, c, Bytes::from(vec![i as u8])).unwrap();
+    }
+    p.drive();
+    if items > 0 {
+        // The server read nothing: the client is out of credit.
+        assert_eq!(
+            p.a.s.send(p.now, c, Bytes::from_static(b"more")),
+            Err(SendError::Blocked)
+        );
+        assert!(p.b.has_event(|e| *e == Event::Readable(s)));
+    }
+    p.a.s.cancel(c.id);
+    // Freed at once, before anything reaches the server.
+    assert!(!p.a.s.contains(c));
+    assert_eq!(p.a.s.stats().outgoing_muxes, 0);
+    assert_eq!(p.a.s.scheduled_timers(), 0);
+    assert_eq!(p.a.s.read(p.now, c), Read::End(Err(CallError::Closed)));
+    assert_eq!(
+        p.a.s.send(p.now, c, Bytes::new()),
+        Err(SendError::Call(CallError::Closed))
+    );
+    p.drive();
+    assert_eq!(p.b.expect_closed(s), CallError::CancelledByRemote);
+    // The notice carries the client's next seq: the open took 0, each item one more.
+    let notice = ops(&p.b, Op::DisconnectServerMux, c.id);
+    assert_eq!(notice.len(), 1);
+    assert_eq!(notice[0].seq, 1 + items as u32);
+    assert_eq!(notice[0].flags, Flags::CRC);
+    // The handler's side is gone, with its unread items.
+    assert_eq!(p.b.s.read(p.now, s), Read::End(Err(CallError::Closed)));
+    assert!(!p.b.s.finish(p.now, s.id, Ok(())));
+    // A cancel is the caller's own act: no event for it on the client.
+    assert!(p.a.events.is_empty(), "{:?}", p.a.events);
+    p.drive();
+    assert!(p.a.events.is_empty() && p.b.events.iter().all(|e| *e == Event::Readable(s)));
+    p.assert_clean();
+}
+
+#[test]
+fn client_cancel_of_a_stream_without_input() {
+    client_cancel(NO_INPUT, 0);
+}
+
+#[test]
+fn client_cancel_of_an_idle_stream_with_input() {
+    client_cancel(STREAM, 0);
+}
+
+#[test]
+fn client_cancel_after_filling_the_request_queue() {
+    client_cancel(STREAM, 1);
+    client_cancel(WIDE, 5);
+}
+
+// ---------------------------------------------------------------------------------------
+// Cancellation from the server.
+
+#[test]
+fn server_error_finish_ends_the_client_stream_with_the_error() {
+    for handler in [NO_INPUT, STREAM] {
+        let mut p = Pair::connected();
+        let (c, s) = open(&mut p, handler, None, None);
+        assert!(p.b.s.finish(p.now, s.id, Err("handler gave up".into())));
+        // The server forgets the stream with its final frame.
+        assert!(!p.b.s.contains(s));
+        p.drive();
+        let fin = ops(&p.a, Op::MuxServerMsg, c.id);
+        assert_eq!(fin.len(), 1);
+        assert_eq!(
+            fin[0].flags,
+            Flags::CRC | Flags::EOF | Flags::PAYLOAD_IS_ERR
+        );
+        assert_eq!(fin[0].seq, 1, "after the ack");
+        assert!(p.a.has_event(|e| *e == Event::Readable(c)));
+        let want = Read::End(Err(CallError::Remote("handler gave up".into())));
+        assert_eq!(p.a.s.read(p.now, c), want);
+        p.drive();
+        // The client does not answer the end: the server already forgot the stream.
+        assert!(ops(&p.b, Op::DisconnectServerMux, c.id).is_empty());
+        assert!(p.b.events.is_empty(), "{:?}", p.b.events);
+        p.assert_clean();
+    }
+}
+
+#[test]
+fn server_liveness_kill_closes_the_client_stream_as_disconnected() {
+    // The client tolerates missing pongs for long; the server gives up after 400 ms
+    // without a ping.
+    let config = Config {
+        mux_ping_interval: ms(100),
+        mux_pong_timeout: ms(10_000),
+        server_mux_timeout: ms(400),
+        ..Config::default()
+    };
+    let mut p = Pair::connected_with(Setup {
+        config,
+        ..Setup::default()
+    });
+    let (c, s) = open(&mut p, STREAM, None, None);
+    p.b.hold = true; // the client's pings no longer reach the server
+    p.advance(ms(600));
+    assert_eq!(p.b.expect_closed(s), CallError::Disconnected);
+    assert!(!p.b.s.contains(s));
+    assert_eq!(p.a.expect_closed(c), CallError::Disconnected);
+    assert!(!p.a.s.contains(c));
+    let notice = ops(&p.a, Op::DisconnectClientMux, c.id);
+    assert_eq!(notice.len(), 1);
+    assert_eq!(notice[0].seq, 0, "teardown notices are not stamped");
+    // The pings held back reach a server that forgot the stream: nothing is revived.
+    p.b.hold = false;
+    p.drive();
+    assert!(p.a.events.is_empty() && p.b.events.is_empty());
+    p.assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------
+// Deadlines.
+
+fn stream_deadline(handler: HandlerKey) {
+    let mut p = Pair::connected();
+    let t0 = p.now;
+    let id = p.a.s.open_stream(t0, handler, None, Some(ms(50))).unwrap();
+    let c = MuxKey::outgoing(id);
+    p.drive();
+    assert_eq!(p.b.received_ops(Op::ConnectMux)[0].deadline_ms, 50);
+    let (mux, deadline) =
+        p.b.find(|e| match e {
+            Event::StreamOpened {
+                mux_id, deadline, ..
+            } => Some((*mux_id, *deadline)),
+            _ => None,
+        })
+        .unwrap();
+    let s = MuxKey::incoming(mux);
+    // The server counts the deadline from the arrival of the open.
+    assert_eq!(deadline, Some(t0 + ms(51)));
+    // Hold the server's inbound so that its own deadline, not the client's cancel notice
+    // (which would arrive at the same instant), ends its side.
+    p.b.hold = true;
+    p.advance_to(t0 + ms(50) - Duration::from_nanos(1));
+    assert!(p.a.closed(c).is_none());
+    p.advance_to(t0 + ms(50));
+    assert_eq!(p.a.expect_closed(c), CallError::DeadlineExceeded);
+    assert!(!p.a.s.contains(c));
+    assert!(p.b.closed(s).is_none());
+    p.advance_to(t0 + ms(51));
+    assert_eq!(p.b.expect_closed(s), CallError::DeadlineExceeded);
+    assert!(!p.b.s.contains(s));
+    // The server's kill notice reaches a client that already ended the stream.
+    p.advance(ms(5));
+    assert_eq!(ops(&p.a, Op::DisconnectClientMux, id).len(), 1);
+    assert!(p.a.events.is_empty(), "{:?}", p.a.events);
+    // The client's stamped notice reaches a server that already ended it.
+    p.b.hold = false;
+    p.drive();
+    let notice = ops(&p.b, Op::DisconnectServerMux, id);
+    assert_eq!(notice.len(), 1);
+    assert_eq!(notice[0].seq, 1);
+    assert!(p.b.events.is_empty(), "{:?}", p.b.events);
+    p.assert_clean();
+
+    // Without the hold the server's side also ends exactly once (by the deadline or by
+    // the notice, whichever it sees first).
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, handler, None, Some(ms(50)));
+    p.advance(ms(60));
+    assert_eq!(p.a.expect_closed(c), CallError::DeadlineExceeded);
+    assert_eq!(closed_count(&p.b, s), 1);
+    p.b.events.clear();
+    p.advance(ms(10));
+    assert!(p.a.events.is_empty() && p.b.events.is_empty());
+    p.assert_clean();
+}
+
+#[test]
+fn stream_deadline_reaches_the_server_without_input() {
+    stream_deadline(NO_INPUT);
+}
+
+#[test]
+fn stream_deadline_reaches_the_server_with_input() {
+    stream_deadline(STREAM);
+}
+
+// ---------------------------------------------------------------------------------------
+// Congestion.
+
+#[test]
+fn server_out_congestion_does_not_block_single_requests() {
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, NO_INPUT, None, None);
+    let mut sent = 0;
+    push(&mut p, s, &mut sent);
+    p.drive();
+    assert_eq!(sent, 1, "out capacity 1");
+    // The client does not read; single requests on the same link still complete.
+    singles(&mut p, 100);
+    push(&mut p, s, &mut sent);
+    assert_eq!(sent, 1, "still no credit");
+    // Now the client reads; every read gives a credit back, the handler sends on Writable.
+    let mut got = Vec::new();
+    let mut finished = false;
+    for _ in 0..10_000 {
+        if p.b
+            .find(|e| (*e == Event::Writable(s)).then_some(()))
+            .is_some()
+        {
+            push(&mut p, s, &mut sent);
+        }
+        if sent == 100 && !finished {
+            // The end costs a credit too: held until one comes back.
+            assert!(p.b.s.finish(p.now, s.id, Ok(())));
+            finished = true;
+        }
+        match p.a.s.read(p.now, c) {
+            Read::Item(b) => got.push(b),
+            Read::End(r) => {
+                r.unwrap();
+                break;
+            }
+            Read::Pending => p.drive(),
+        }
+    }
+    assert_eq!(got, expected_items());
+    p.drive();
+    assert!(p.a.events.iter().all(|e| *e == Event::Readable(c)));
+    assert!(p.b.events.is_empty(), "{:?}", p.b.events);
+    p.assert_clean();
+}
+
+#[test]
+fn server_in_congestion_does_not_block_single_requests() {
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, WIDE, None, None);
+    let mut sent = 0;
+    push(&mut p, c, &mut sent);
+    p.drive();
+    assert_eq!(sent, 5, "in capacity 5");
+    // The handler does not read; single requests on the same link still complete.
+    singles(&mut p, 100);
+    push(&mut p, c, &mut sent);
+    assert_eq!(sent, 5, "still no credit");
+    // Now the handler reads and echoes every item; the client refills and reads echoes.
+    let (mut echo, mut got) = (VecDeque::new(), Vec::new());
+    let (mut closed_send, mut input_done, mut finished) = (false, false, false);
+    for _ in 0..10_000 {
+        push(&mut p, c, &mut sent);
+        if sent == 100 && !closed_send {
+            p.a.s.close_send(p.now, c.id).unwrap();
+            closed_send = true;
+        }
+        while !input_done {
+            match p.b.s.read(p.now, s) {
+                Read::Item(b) => echo.push_back(b),
+                Read::End(r) => {
+                    r.unwrap();
+                    input_done = true;
+                }
+                Read::Pending => break,
+            }
+        }
+        while let Some(b) = echo.front() {
+            match p.b.s.send(p.now, s, b.clone()) {
+                Ok(()) => drop(echo.pop_front()),
+                Err(SendError::Blocked) => break,
+                Err(e) => panic!("echo: {e}"),
+            }
+        }
+        if input_done && echo.is_empty() && !finished {
+            assert!(p.b.s.finish(p.now, s.id, Ok(())));
+            finished = true;
+        }
+        let (items, end) = p.a.read_all(p.now, c);
+        got.extend(items);
+        if let Some(end) = end {
+            end.unwrap();
+            break;
+        }
+        p.drive();
+    }
+    assert_eq!(got, expected_items());
+    p.drive();
+    p.assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------
+// Blocked responses and the end of a stream.
+
+#[test]
+fn blocked_response_then_client_cancel_closes_the_handler_side() {
+    for pending_end in [false, true] {
+        let mut p = Pair::connected();
+        let (c, s) = open(&mut p, NO_INPUT, None, None);
+        p.b.s.send(p.now, s, Bytes::from_static(b"0")).unwrap();
+        assert_eq!(
+            p.b.s.send(p.now, s, Bytes::from_static(b"1")),
+            Err(SendError::Blocked)
+        );
+        if pending_end {
+            // The end waits for a credit too.
+            assert!(p.b.s.finish(p.now, s.id, Ok(())));
+            assert!(p.b.s.contains(s));
+        }
+        p.drive();
+        p.a.s.cancel(c.id);
+        p.drive();
+        assert_eq!(p.b.expect_closed(s), CallError::CancelledByRemote);
+        assert_eq!(
+            p.b.s.send(p.now, s, Bytes::from_static(b"1")),
+            Err(SendError::Call(CallError::Closed))
+        );
+        assert!(!p.b.s.finish(p.now, s.id, Ok(())));
+        p.drive();
+        // Nothing more left the server for that stream.
+        assert_eq!(ops(&p.a, Op::MuxServerMsg, c.id).len(), 1);
+        assert!(p.a.events.iter().all(|e| *e == Event::Readable(c)));
+        assert!(p.b.events.is_empty(), "{:?}", p.b.events);
+        p.assert_clean();
+    }
+}
+
+#[test]
+fn items_sent_with_the_end_in_one_batch_arrive_before_it() {
+    for result in [Ok(()), Err("late failure".to_owned())] {
+        let mut p = Pair::connected();
+        let (c, s) = open(&mut p, WIDE, None, None);
+        for i in 0..4u8 {
+            p.b.s.send(p.now, s, Bytes::from(vec![i])).unwrap();
+        }
+        assert!(p.b.s.finish(p.now, s.id, result.clone()));
+        let merged = p.a.s.stats().merged_received;
+        p.drive();
+        assert_eq!(p.a.s.stats().merged_received, merged + 1, "one container");
+        let (items, end) = p.a.read_all(p.now, c);
+        let want: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i])).collect();
+        assert_eq!(items, want);
+        assert_eq!(end, Some(result.map_err(CallError::Remote)));
+        p.drive();
+        p.assert_clean();
+    }
+}
+
+#[test]
+fn an_item_carrying_eof_is_delivered_then_the_end() {
+    // A peer may put the last item and the end in one frame.
+    let mut p = Pair::connected();
+    let (c, _) = open(&mut p, STREAM, None, None);
+    p.b.s.close(crate::proto::LostReason::Local); // the forged frame speaks for it
+    p.b.events.clear();
+    let f = forge(Op::MuxServerMsg, c.id, 1, Flags::EOF, b"last");
+    p.inject_to_a(f.to_bytes());
+    p.drive();
+    assert_eq!(
+        p.a.s.read(p.now, c),
+        Read::Item(Bytes::from_static(b"last"))
+    );
+    assert_eq!(p.a.s.read(p.now, c), Read::End(Ok(())));
+    assert!(!p.a.s.contains(c));
+    // The final item is not acknowledged: the stream is over.
+    p.drive();
+    assert!(ops(&p.b, Op::UnblockSrvMux, c.id).is_empty());
+    assert!(p.a.events.iter().all(|e| *e == Event::Readable(c)));
+    assert_eq!(
+        (p.a.s.stats().outgoing_muxes, p.a.s.scheduled_timers()),
+        (0, 0)
+    );
+}
