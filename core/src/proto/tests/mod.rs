@@ -4,5 +4,6 @@ mod harness;
 
 mod flow;
 mod handshake;
+mod liveness;
 mod single;
 mod stream;
