@@ -1006,8 +1006,19 @@ impl Session {
         });
     }
 
+    /// Whether an outgoing mux can still fail: a single request, or a stream whose end
+    /// has not arrived (an ended stream only waits for its last read, which must still
+    /// deliver that end).
+    fn client_mux_live(&self, id: u64) -> bool {
+        match self.outgoing.get(&id) {
+            Some(ClientMux::Single { .. }) => true,
+            Some(ClientMux::Stream(s)) => s.end.is_none(),
+            None => false,
+        }
+    }
+
     fn on_mux_connect_error(&mut self, f: Frame) {
-        if !self.outgoing.contains_key(&f.mux_id) {
+        if !self.client_mux_live(f.mux_id) {
             return self.stale(&f);
         }
         let text = match MuxConnectError::decode(&f.payload) {
@@ -1020,11 +1031,8 @@ impl Session {
     fn on_disconnect_client(&mut self, f: Frame) {
         // "Drop your outgoing mux": a Go peer also sends this, misdirected, for our
         // incoming muxes (PROTOCOL.md §6.9); the receive semantics are Go's.
-        if !self.outgoing.contains_key(&f.mux_id) {
+        if !self.client_mux_live(f.mux_id) {
             return self.stale(&f);
-        }
-        if matches!(self.outgoing.get(&f.mux_id), Some(ClientMux::Stream(s)) if s.end.is_some()) {
-            return;
         }
         let error = if f.flags.contains(Flags::PAYLOAD_IS_ERR) {
             CallError::Remote(String::from_utf8_lossy(&f.payload).into_owned())
@@ -1717,4 +1725,24 @@ fn next_seq(seq: &mut u32) -> u32 {
     let s = *seq;
     *seq = s.wrapping_add(1);
     s
+}
+
+#[cfg(test)]
+impl Session {
+    /// Test hook: sets an open stream's next sequence number to send and the one it
+    /// expects next, so that wraparound can be tested without 2^32 frames.
+    pub(crate) fn set_stream_seqs(&mut self, key: MuxKey, send: u32, recv: u32) {
+        let (s_send, s_recv) = match key.dir {
+            Dir::Outgoing => match self.outgoing.get_mut(&key.id) {
+                Some(ClientMux::Stream(s)) => (&mut s.send_seq, &mut s.recv_seq),
+                _ => panic!("no outgoing stream {}", key.id),
+            },
+            Dir::Incoming => match self.incoming.get_mut(&key.id) {
+                Some(ServerMux::Stream(s)) => (&mut s.send_seq, &mut s.recv_seq),
+                _ => panic!("no incoming stream {}", key.id),
+            },
+        };
+        *s_send = send;
+        *s_recv = recv;
+    }
 }

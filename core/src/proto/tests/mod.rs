@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod faults;
 mod flow;
 mod handshake;
 mod liveness;
