@@ -1496,7 +1496,9 @@ impl Session {
 
     fn on_mux_ping(&mut self, now: Instant, f: Frame) {
         let t = Time::GO_ZERO;
-        let not_found = !self.incoming.contains_key(&f.mux_id);
+        // Only streams keep server-side state: a single request's id is not found either
+        // (PROTOCOL.md §5.3).
+        let not_found = !matches!(self.incoming.get(&f.mux_id), Some(ServerMux::Stream(_)));
         if !not_found {
             let Some(s) = self.server_stream_for(&f, true) else {
                 return;

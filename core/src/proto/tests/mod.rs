@@ -8,3 +8,4 @@ mod handshake;
 mod liveness;
 mod single;
 mod stream;
+mod wire;
