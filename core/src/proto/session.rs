@@ -361,7 +361,10 @@ impl Session {
             return None;
         }
         let cfg = &self.cluster.config;
-        let mut n = self.queue.len();
+        // The handshake frames travel alone: the peer reads its first message as the
+        // connect request or response itself, never as a container (PROTOCOL.md §7.1).
+        let handshake = matches!(self.queue[0].op, Op::Connect | Op::ConnectResponse);
+        let mut n = if handshake { 1 } else { self.queue.len() };
         if n > 1 {
             let (mut held, mut held_bytes) = (0usize, 0usize);
             for (i, f) in self.queue.iter().enumerate() {

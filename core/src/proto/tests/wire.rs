@@ -1,12 +1,12 @@
 //! Wire shape: the replies to frames for unknown muxes (`PROTOCOL.md` §6.9, without
-//! Go's misdirected replies).
+//! Go's misdirected replies) and batching into `OpMerged` containers (§7.2).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::flow::ops;
 use super::harness::*;
-use crate::codec::{self, Flags, Op, Pong, Time};
-use crate::proto::MuxKey;
+use crate::codec::{self, Flags, Frame, Message, Op, Pong, Time};
+use crate::proto::{Config, Event, MuxKey, Transmit};
 
 // ---------------------------------------------------------------------------------------
 // Replies to frames for unknown muxes.
@@ -92,5 +92,181 @@ fn a_stream_ping_for_an_unknown_incoming_mux_gets_a_not_found_pong() {
     assert!(p.b.s.respond(p.now, single, Ok(Bytes::new())));
     p.drive();
     assert!(p.a.expect_response(single).is_ok());
+    p.assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------
+// Batching.
+
+/// Every message `n` would transmit now.
+fn transmit_all(n: &mut Node) -> Vec<(Transmit, Bytes)> {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    while let Some(t) = n.s.poll_transmit(&mut buf) {
+        out.push((t, buf.split().freeze()));
+    }
+    out
+}
+
+fn frames_of(msg: &Bytes) -> (Option<Frame>, Vec<Frame>) {
+    match codec::decode(msg, usize::MAX).unwrap() {
+        Message::Frame(f) => (None, vec![f]),
+        Message::Merged(m) => {
+            let header = m.header().clone();
+            (Some(header), m.collect::<Result<_, _>>().unwrap())
+        }
+    }
+}
+
+fn requests(p: &mut Pair, n: usize, size: usize) -> Vec<u64> {
+    (0..n)
+        .map(|_| p.a.s.request(p.now, ECHO, pattern(size), None).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_lone_frame_is_not_merged() {
+    let mut p = Pair::connected();
+    requests(&mut p, 1, 10);
+    let msgs = transmit_all(&mut p.a);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].0, Transmit { frames: 1 });
+    let (header, frames) = frames_of(&msgs[0].1);
+    assert!(header.is_none());
+    assert_eq!(frames[0].op, Op::Request);
+    assert_eq!(p.a.s.stats().merged_sent, 0);
+}
+
+#[test]
+fn queued_frames_leave_in_one_merged_container() {
+    let mut p = Pair::connected();
+    let before = p.a.s.stats();
+    let ids = requests(&mut p, 10, 10);
+    let msgs = transmit_all(&mut p.a);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].0, Transmit { frames: 10 });
+    let (header, frames) = frames_of(&msgs[0].1);
+    let header = header.expect("a container");
+    // Header: MuxID 0, Seq = count, everything else zero, no flags (no CRC), empty payload.
+    assert_eq!(
+        (
+            header.mux_id,
+            header.seq,
+            header.deadline_ms,
+            header.handler
+        ),
+        (0, 10, 0, 0)
+    );
+    assert_eq!((header.flags, header.payload.len()), (Flags::NONE, 0));
+    // Inner frames in queue order, each with its own CRC.
+    assert_eq!(frames.iter().map(|f| f.mux_id).collect::<Vec<_>>(), ids);
+    assert!(frames.iter().all(|f| f.flags.contains(Flags::CRC)));
+    let after = p.a.s.stats();
+    assert_eq!(after.merged_sent, before.merged_sent + 1);
+    assert_eq!(after.frames_sent, before.frames_sent + 10);
+    assert_eq!(after.messages_sent, before.messages_sent + 1);
+    assert_eq!(after.bytes_sent, before.bytes_sent + msgs[0].1.len() as u64);
+    // The peer takes them all, in order.
+    p.inject_to_b(msgs[0].1.clone());
+    p.drive();
+    for id in ids {
+        assert_eq!(p.b.expect_request().0, id);
+    }
+    assert_eq!(p.b.s.stats().merged_received, 1);
+}
+
+#[test]
+fn a_container_holds_at_most_merge_max_frames_plus_one() {
+    let mut p = Pair::connected();
+    requests(&mut p, 120, 10);
+    let counts: Vec<usize> = transmit_all(&mut p.a)
+        .iter()
+        .map(|(t, _)| t.frames)
+        .collect();
+    assert_eq!(counts, [51, 51, 18]);
+
+    let mut setup = Setup::default();
+    setup.config.merge_max_frames = 3;
+    let mut p = Pair::connected_with(setup);
+    requests(&mut p, 10, 10);
+    let msgs = transmit_all(&mut p.a);
+    let counts: Vec<usize> = msgs.iter().map(|(t, _)| t.frames).collect();
+    assert_eq!(counts, [4, 4, 2]);
+    for (t, m) in &msgs {
+        let (header, frames) = frames_of(m);
+        assert_eq!(header.unwrap().seq as usize, t.frames);
+        assert_eq!(frames.len(), t.frames);
+    }
+}
+
+#[test]
+fn held_bytes_stay_below_merge_max_bytes() {
+    let max = Config::default().merge_max_bytes;
+    let mut p = Pair::connected();
+    requests(&mut p, 6, 10_000);
+    let msgs = transmit_all(&mut p.a);
+    // Three frames of ~10 KB are held (below 31 744 bytes); the fourth goes with them.
+    let counts: Vec<usize> = msgs.iter().map(|(t, _)| t.frames).collect();
+    assert_eq!(counts, [4, 2]);
+    for (_, m) in &msgs {
+        let (_, frames) = frames_of(m);
+        let held: usize = frames[..frames.len() - 1]
+            .iter()
+            .map(Frame::encoded_len)
+            .sum();
+        assert!(held < max, "{held}");
+    }
+    let (_, first) = frames_of(&msgs[0].1);
+    let total: usize = first.iter().map(Frame::encoded_len).sum();
+    assert!(total >= max, "the last frame may pass the limit");
+
+    // A frame at the byte limit is never held: it leaves alone, even with others queued.
+    let mut p = Pair::connected();
+    requests(&mut p, 1, max);
+    requests(&mut p, 2, 10);
+    let counts: Vec<usize> = transmit_all(&mut p.a)
+        .iter()
+        .map(|(t, _)| t.frames)
+        .collect();
+    assert_eq!(counts, [1, 2]);
+}
+
+#[test]
+fn the_connect_response_is_never_merged() {
+    // The acceptor's application may start a call as soon as it sees `Connected`, before
+    // the session transmits the connect response: the dialer must still get the response
+    // as a message of its own (a Go dialer, and ours, reject anything else).
+    let mut p = Pair::new(Setup::default());
+    p.step(); // the connect request leaves
+    p.now += p.latency;
+    p.step(); // ... and is accepted
+    assert!(p.b.s.is_connected());
+    assert!(matches!(
+        p.b.events.pop_front(),
+        Some(Event::Connected { .. })
+    ));
+    let id =
+        p.b.s
+            .request(p.now, ECHO, Bytes::from_static(b"early"), None)
+            .unwrap();
+    let msgs = transmit_all(&mut p.b);
+    assert_eq!(
+        msgs.iter().map(|(t, _)| t.frames).collect::<Vec<_>>(),
+        [1, 1]
+    );
+    assert_eq!(frames_of(&msgs[0].1).1[0].op, Op::ConnectResponse);
+    for (_, m) in msgs {
+        p.inject_to_a(m);
+    }
+    p.drive();
+    assert!(p.a.s.is_connected(), "{:?}", p.a.events);
+    assert!(matches!(
+        p.a.events.pop_front(),
+        Some(Event::Connected { .. })
+    ));
+    let (mux, payload, _) = p.a.expect_request();
+    p.a.s.respond(p.now, mux, Ok(payload));
+    p.drive();
+    assert_eq!(p.b.expect_response(id).unwrap(), "early");
     p.assert_clean();
 }
