@@ -1,7 +1,130 @@
 //! Grid on the async-std and smol runtimes.
 //!
-//! This crate binds [`grid_core`] to the async-io stack shared by async-std and smol.
-//! Until the runtime binding lands it re-exports the core so that users can depend on
-//! one crate.
+//! Both run on the same async-io reactor, so timers and TCP are shared and only task
+//! spawning differs: [`AsyncStd`] spawns on async-std's executor, [`Smol`] on smol's.
+//! The whole API of [`grid_core::driver`] is re-exported.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use grid_async_std::{Manager, Request};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let hosts = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+//! let manager = Manager::builder(hosts[0], &hosts)
+//!     .single(1, |req: Request| async move { Ok(req.payload) })?
+//!     .start(grid_async_std::runtime())?; // or grid_async_std::smol_runtime()
+//! let peer = manager.connection(hosts[1]).unwrap();
+//! peer.wait_connected().await;
+//! assert_eq!(peer.request(1, Bytes::from_static(b"hi")).await?, "hi");
+//! manager.shutdown().await;
+//! # Ok(()) }
+//! ```
 
-pub use grid_core::*;
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use grid_core::codec;
+pub use grid_core::driver::*;
+pub use grid_core::proto::{CallError, Config, RegisterError};
+pub use grid_core::{self as core};
+use smol::net::{TcpListener, TcpStream};
+
+/// Where tasks run; everything else is the shared async-io stack.
+pub trait Executor: Send + Sync + 'static {
+    /// Runs a task in the background.
+    fn spawn(task: BoxFuture<'static, ()>);
+}
+
+/// async-std's executor.
+#[derive(Debug)]
+pub enum AsyncStdExecutor {}
+
+impl Executor for AsyncStdExecutor {
+    fn spawn(task: BoxFuture<'static, ()>) {
+        async_std::task::spawn(task);
+    }
+}
+
+/// smol's global executor.
+#[derive(Debug)]
+pub enum SmolExecutor {}
+
+impl Executor for SmolExecutor {
+    fn spawn(task: BoxFuture<'static, ()>) {
+        smol::spawn(task).detach();
+    }
+}
+
+/// A [`Runtime`] on the async-io reactor, spawning on executor `E`.
+pub struct AsyncIoRuntime<E>(PhantomData<fn() -> E>);
+
+impl<E> Default for AsyncIoRuntime<E> {
+    fn default() -> Self {
+        AsyncIoRuntime(PhantomData)
+    }
+}
+
+impl<E> std::fmt::Debug for AsyncIoRuntime<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AsyncIoRuntime<{}>", std::any::type_name::<E>())
+    }
+}
+
+/// The async-std binding.
+pub type AsyncStd = AsyncIoRuntime<AsyncStdExecutor>;
+/// The smol binding.
+pub type Smol = AsyncIoRuntime<SmolExecutor>;
+
+/// async-std, ready for [`ManagerBuilder::start`].
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(AsyncStd::default())
+}
+
+/// smol, ready for [`ManagerBuilder::start`].
+pub fn smol_runtime() -> Arc<dyn Runtime> {
+    Arc::new(Smol::default())
+}
+
+struct AsyncIoListener(TcpListener);
+
+impl Listener for AsyncIoListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<(BoxIo, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, peer) = self.0.accept().await?;
+            s.set_nodelay(true)?;
+            Ok((Box::new(s) as BoxIo, peer))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl<E: Executor> Runtime for AsyncIoRuntime<E> {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        E::spawn(task);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        let timer = smol::Timer::at(deadline);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+
+    fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>> {
+        Box::pin(async move {
+            let s = TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s) as BoxIo)
+        })
+    }
+
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
+        Ok(Box::new(AsyncIoListener(TcpListener::try_from(listener)?)))
+    }
+}

@@ -81,15 +81,19 @@ impl Runtime for Tokio {
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        // The timer binds to this runtime even when created from another executor.
+        let _guard = self.handle.enter();
         Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 
     fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>> {
-        Box::pin(async move {
+        // Connecting runs on this runtime, so it may be awaited from any executor.
+        let task = self.handle.spawn(async move {
             let s = tokio::net::TcpStream::connect(addr).await?;
             s.set_nodelay(true)?;
             Ok(Box::new(TokioAdapter::new(s)) as BoxIo)
-        })
+        });
+        Box::pin(async move { task.await.map_err(io::Error::other)? })
     }
 
     fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {

@@ -115,6 +115,8 @@ pub(crate) struct LinkState {
     last_stats: Stats,
     dial_attempts: u64,
     last_error: Option<String>,
+    /// Set by shutdown: no session is installed any more.
+    shut: bool,
 }
 
 /// A link to one peer.
@@ -173,6 +175,7 @@ impl Link {
                 last_stats: Stats::default(),
                 dial_attempts: 0,
                 last_error: None,
+                shut: false,
             }),
             writer: Notify::default(),
         })
@@ -601,14 +604,19 @@ impl Link {
     // Sessions and sockets.
 
     /// Makes `session` the link's current one, ending any previous session, and starts
-    /// the tasks that run it over `ws`. Returns its generation and its end signal.
+    /// the tasks that run it over `ws`. Returns its generation and its end signal, or
+    /// `None` (dropping the socket) once the link is shut down.
     pub(crate) fn install(
         self: &Arc<Self>,
         mut session: Session,
         ws: WebSocketStream<BoxIo>,
-    ) -> (u64, Signal) {
+    ) -> Option<(u64, Signal)> {
         let (epoch, done) = {
             let mut st = self.lock();
+            if st.shut {
+                // A socket that raced shutdown: nothing may run on it.
+                return None;
+            }
             if let Some(old) = st.session.as_mut() {
                 old.close(LostReason::Local);
                 self.pump(&mut st);
@@ -624,7 +632,7 @@ impl Link {
         self.shared.spawn(write_loop(self.clone(), epoch, tx));
         self.shared.spawn(read_loop(self.clone(), epoch, rx, done.clone()));
         self.writer.notify();
-        (epoch, done)
+        Some((epoch, done))
     }
 
     /// Whether generation `epoch` completed its handshake.
@@ -658,9 +666,11 @@ impl Link {
         }
     }
 
-    /// Ends the current session (shutdown): every call ends with `Disconnected`.
+    /// Ends the current session for good (shutdown): every call ends with
+    /// `Disconnected` and no new session is installed.
     pub(crate) fn close(self: &Arc<Self>) {
         let mut st = self.lock();
+        st.shut = true;
         if let Some(s) = st.session.as_mut() {
             s.close(LostReason::Local);
             self.pump(&mut st);
@@ -822,7 +832,9 @@ pub(crate) async fn dial_loop(link: Arc<Link>) {
                 last_error = None;
                 let token = (shared.token)();
                 let session = Session::dialer(shared.cluster.clone(), &link.remote, &token, Instant::now(), wall_now());
-                let (epoch, done) = link.install(session, socket);
+                let Some((epoch, done)) = link.install(session, socket) else {
+                    break;
+                };
                 if let Either::Right(_) = select(done.wait(), &mut shutdown).await {
                     break;
                 }

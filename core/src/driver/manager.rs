@@ -339,7 +339,8 @@ impl Manager {
     /// Serves a socket accepted elsewhere: upgrades it on the manager's route and, if
     /// the peer's handshake passes, makes it the link to that peer.
     pub async fn serve_socket(&self, io: impl Io, peer: Option<SocketAddr>) {
-        serve(&self.inner, Box::new(io), peer).await
+        let stop = self.inner.shared.shutdown.wait();
+        let _ = select(Box::pin(serve(&self.inner, Box::new(io), peer)), stop).await;
     }
 
     /// Ends every call with `Disconnected`, closes every link, stops listening and
@@ -366,7 +367,11 @@ async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
         match next {
             Ok((io, peer)) => {
                 let inner2 = inner.clone();
-                shared.spawn(async move { serve(&inner2, io, Some(peer)).await });
+                shared.spawn(async move {
+                    // A handshake in progress must not outlive shutdown.
+                    let stop = inner2.shared.shutdown.wait();
+                    let _ = select(Box::pin(serve(&inner2, io, Some(peer))), stop).await;
+                });
             }
             Err(e) => {
                 // Accept errors (out of descriptors, aborted handshakes) must not stop

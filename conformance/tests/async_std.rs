@@ -1,0 +1,7 @@
+//! The shared async suite on async-std.
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    async_std::task::block_on(f)
+}
+
+grid_conformance::suite_tests!(block_on, grid_async_std::runtime());

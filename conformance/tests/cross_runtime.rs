@@ -1,0 +1,20 @@
+//! A tokio node, an async-std node and a smol node in one cluster.
+
+use std::sync::Arc;
+
+use grid_core::driver::Runtime;
+
+#[test]
+fn tokio_async_std_and_smol_nodes_form_one_cluster() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let rts: Vec<Arc<dyn Runtime>> = vec![
+        Arc::new(grid_tokio::Tokio::with_handle(tokio.handle().clone())),
+        grid_async_std::runtime(),
+        grid_async_std::smol_runtime(),
+    ];
+    async_std::task::block_on(grid_conformance::suite::cross_runtime(rts));
+}

@@ -1,0 +1,7 @@
+//! The shared async suite on smol.
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    smol::block_on(f)
+}
+
+grid_conformance::suite_tests!(block_on, grid_async_std::smol_runtime());
