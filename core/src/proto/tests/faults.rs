@@ -616,6 +616,27 @@ fn row18_ping_and_item_floods_never_grow_the_queue_past_its_limit() {
         assert_eq!(st.replies_dropped, dropped);
         p.drive();
     }
+    // Empty items (with the zero flag: real items) pushed without credit into a live
+    // stream: one kill ("handler blocked"), then the rest are for an unknown mux and
+    // their replies are bounded like any other.
+    let (c2, s2) = open(&mut p, STREAM, None, None);
+    for i in 0..5_000 {
+        p.inject_to_b(
+            forge(Op::MuxClientMsg, c2.id, 1 + i, Flags::PAYLOAD_IS_ZERO, b"").to_bytes(),
+        );
+    }
+    p.step();
+    let st = p.b.s.stats();
+    assert_eq!(st.queued_frames, 64);
+    dropped += 5_000 - 2 - 63;
+    assert_eq!(st.replies_dropped, dropped);
+    p.drive();
+    assert_eq!(
+        p.b.expect_closed(s2),
+        CallError::Remote("handler blocked".into())
+    );
+    let want = Read::End(Err(CallError::Remote("handler blocked".into())));
+    assert_eq!(p.a.s.read(p.now, c2), want);
     // Empty "items" without the zero flag are no items: nothing is queued or kept.
     for _ in 0..5_000 {
         p.inject_to_a(forge(Op::MuxServerMsg, c.id, 1, Flags::NONE, b"").to_bytes());

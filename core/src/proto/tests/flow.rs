@@ -447,3 +447,29 @@ fn an_item_carrying_eof_is_delivered_then_the_end() {
         (0, 0)
     );
 }
+
+#[test]
+fn empty_items_travel_both_ways_with_the_zero_flag() {
+    // An empty item is present-but-empty: without the zero flag a Go client would take
+    // it for "no item" (PROTOCOL.md §1.4).
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, STREAM, None, None);
+    p.a.s.send(p.now, c, Bytes::new()).unwrap();
+    p.b.s.send(p.now, s, Bytes::new()).unwrap();
+    p.drive();
+    assert_eq!(p.b.s.read(p.now, s), Read::Item(Bytes::new()));
+    assert_eq!(p.a.s.read(p.now, c), Read::Item(Bytes::new()));
+    let up = ops(&p.b, Op::MuxClientMsg, c.id);
+    let down = ops(&p.a, Op::MuxServerMsg, c.id);
+    assert_eq!(up[0].flags, Flags::CRC | Flags::PAYLOAD_IS_ZERO);
+    assert_eq!(down[0].flags, Flags::CRC | Flags::PAYLOAD_IS_ZERO);
+    p.a.s.close_send(p.now, c.id).unwrap();
+    p.b.s.finish(p.now, s.id, Ok(()));
+    p.drive();
+    // The clean end carries neither a payload nor the zero flag.
+    let end = ops(&p.a, Op::MuxServerMsg, c.id).pop().unwrap();
+    assert_eq!(end.flags, Flags::CRC | Flags::EOF);
+    assert_eq!(p.a.s.read(p.now, c), Read::End(Ok(())));
+    p.drive();
+    p.assert_clean();
+}
