@@ -961,10 +961,15 @@ impl Session {
         });
     }
 
-    /// Ends an outgoing single request or stream with `error` (no notice to the peer).
+    /// Ends an outgoing single request or stream with `error`, because the peer said so.
+    /// A stream's server still gets the unstamped teardown notice (`PROTOCOL.md` §6.8):
+    /// the peer's frame may have been a misdirected Go `DisconnectClientMux` (§6.9)
+    /// aimed at another mux, leaving this stream's handler running on the peer.
     fn fail_client_mux(&mut self, id: u64, error: CallError) {
-        match self.outgoing.remove(&id) {
+        match self.outgoing.get(&id) {
             Some(ClientMux::Single { deadline }) => {
+                let deadline = *deadline;
+                self.outgoing.remove(&id);
                 self.mux_timers
                     .remove(Some(deadline), MuxKey::outgoing(id), MuxTimer::Deadline);
                 self.events.push_back(Event::Response {
@@ -972,13 +977,7 @@ impl Session {
                     result: Err(error),
                 });
             }
-            Some(ClientMux::Stream(s)) => {
-                self.remove_client_timers(id, &s);
-                self.events.push_back(Event::Closed {
-                    key: MuxKey::outgoing(id),
-                    error,
-                });
-            }
+            Some(ClientMux::Stream(_)) => self.fail_client_stream(id, error, false),
             None => {}
         }
     }

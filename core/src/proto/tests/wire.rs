@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use super::flow::ops;
 use super::harness::*;
 use crate::codec::{self, Flags, Frame, Message, Op, Pong, Time};
-use crate::proto::{Config, Event, MuxKey, Transmit};
+use crate::proto::{CallError, Config, Event, MuxKey, Transmit};
 
 // ---------------------------------------------------------------------------------------
 // Replies to frames for unknown muxes.
@@ -63,6 +63,46 @@ fn a_server_answers_client_items_for_unknown_incoming_muxes_with_disconnect_clie
     assert_eq!((replies[0].seq, replies[0].flags), (0, Flags::CRC));
     assert!(p.a.received_ops(Op::DisconnectServerMux).is_empty());
     assert!(p.a.events.is_empty() && p.b.events.is_empty());
+    p.assert_clean();
+}
+
+#[test]
+fn a_disconnect_client_mux_is_received_with_go_semantics() {
+    // Go also sends it misdirected (§6.9); whatever its cause, it fails our outgoing
+    // mux of that id: with the peer's text if it carries one, else as disconnected.
+    let mut p = Pair::connected();
+    let single = p.a.s.request(p.now, ECHO, Bytes::new(), None).unwrap();
+    let stream = p.a.s.open_stream(p.now, STREAM, None, None).unwrap();
+    p.drive();
+    let (b_single, _, _) = p.b.expect_request();
+    let (b_stream, _, _) = p.b.expect_stream();
+    p.inject_to_a(forge(Op::DisconnectClientMux, single, 0, Flags::NONE, b"").to_bytes());
+    let err = forge(
+        Op::DisconnectClientMux,
+        stream,
+        0,
+        Flags::PAYLOAD_IS_ERR,
+        b"gone",
+    );
+    p.inject_to_a(err.to_bytes());
+    p.drive();
+    assert_eq!(p.a.expect_response(single), Err(CallError::Disconnected));
+    let closed = p.a.expect_closed(MuxKey::outgoing(stream));
+    assert_eq!(closed, CallError::Remote("gone".into()));
+    assert!(p.a.events.is_empty(), "{:?}", p.a.events);
+    // The stream's server learns of its end from the unstamped teardown notice (§6.8):
+    // without it, a Go handler hit by a misdirected notice would run on until its
+    // liveness check. The single request's answer finds nothing.
+    let notice = ops(&p.b, Op::DisconnectServerMux, stream);
+    assert_eq!(notice.len(), 1);
+    assert_eq!(notice[0].seq, 0);
+    assert_eq!(
+        p.b.expect_closed(MuxKey::incoming(b_stream)),
+        CallError::CancelledByRemote
+    );
+    assert!(p.b.s.respond(p.now, b_single, Ok(Bytes::new())));
+    p.drive();
+    assert!(p.a.events.is_empty(), "{:?}", p.a.events);
     p.assert_clean();
 }
 
