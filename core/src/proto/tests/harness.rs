@@ -2,8 +2,10 @@
 //!
 //! `step` moves every queued message into the other side's inbox (arriving after the
 //! link's latency), delivers what has arrived, fires due timers and collects events.
-//! `drive` steps until nothing moves (jumping the clock only to pending arrivals);
-//! `advance` lets virtual time pass, firing every timer at its own instant.
+//! `drive` steps until nothing moves (jumping the clock to pending arrivals, and to the
+//! timers due before them); `advance` lets virtual time pass, firing every timer at its
+//! own instant, then settles messages in flight; `advance_to` stops exactly at an
+//! instant, leaving messages in flight. `forge` builds frames to inject.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
