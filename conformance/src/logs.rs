@@ -31,7 +31,10 @@ impl Capture {
     /// Every line captured so far.
     pub fn lines(&self) -> Vec<String> {
         let buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        String::from_utf8_lossy(&buf).lines().map(str::to_owned).collect()
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// How many lines satisfy `pred`.
@@ -42,7 +45,10 @@ impl Capture {
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
 

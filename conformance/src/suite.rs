@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::{Either, select};
 use grid_core::driver::{
-    Connection, Manager, ManagerBuilder, RemoteError, Request, Runtime, StreamCtx,
-    StreamOptions,
+    Connection, Manager, ManagerBuilder, RemoteError, Request, Runtime, StreamCtx, StreamOptions,
 };
 use grid_core::proto::{CallError, Config};
 
@@ -74,8 +73,15 @@ impl Probe {
             if cond(self) {
                 return Poll::Ready(());
             }
-            self.wakers.lock().expect("probe lock").push(cx.waker().clone());
-            if cond(self) { Poll::Ready(()) } else { Poll::Pending }
+            self.wakers
+                .lock()
+                .expect("probe lock")
+                .push(cx.waker().clone());
+            if cond(self) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         })
         .await
     }
@@ -103,7 +109,9 @@ pub fn handlers(b: ManagerBuilder, probe: &Arc<Probe>, first: bool) -> ManagerBu
         .single(ECHO, |r: Request| async move { Ok(r.payload) })
         .and_then(|b| {
             b.single(FAIL, |r: Request| async move {
-                Err(RemoteError(String::from_utf8_lossy(&r.payload).into_owned()))
+                Err(RemoteError(
+                    String::from_utf8_lossy(&r.payload).into_owned(),
+                ))
             })
         })
         .and_then(|b| {
@@ -137,15 +145,19 @@ pub fn handlers(b: ManagerBuilder, probe: &Arc<Probe>, first: bool) -> ManagerBu
             )
         })
         .and_then(|b| {
-            b.stream(WAIT_CANCEL, StreamOptions::default(), move |ctx: StreamCtx| {
-                let p = p2.clone();
-                async move {
-                    p.bump(&p.wait_started);
-                    ctx.cancelled.await;
-                    p.bump(&p.wait_cancelled);
-                    Ok(())
-                }
-            })
+            b.stream(
+                WAIT_CANCEL,
+                StreamOptions::default(),
+                move |ctx: StreamCtx| {
+                    let p = p2.clone();
+                    async move {
+                        p.bump(&p.wait_started);
+                        ctx.cancelled.await;
+                        p.bump(&p.wait_cancelled);
+                        Ok(())
+                    }
+                },
+            )
         })
         .and_then(|b| {
             b.stream(
@@ -161,7 +173,10 @@ pub fn handlers(b: ManagerBuilder, probe: &Arc<Probe>, first: bool) -> ManagerBu
                         let mut input = ctx.input.take().expect("gated takes input");
                         while let Some(item) = input.next().await {
                             p.bump(&p.gated_items);
-                            ctx.output.send(item).await.map_err(|e| RemoteError(e.to_string()))?;
+                            ctx.output
+                                .send(item)
+                                .await
+                                .map_err(|e| RemoteError(e.to_string()))?;
                         }
                         Ok(())
                     }
@@ -253,7 +268,12 @@ impl TestCluster {
     pub async fn shutdown(self) {
         for n in &self.nodes {
             n.shutdown().await;
-            assert_eq!(n.running_tasks(), 0, "tasks left behind on {}", n.local_host());
+            assert_eq!(
+                n.running_tasks(),
+                0,
+                "tasks left behind on {}",
+                n.local_host()
+            );
         }
     }
 }
@@ -309,7 +329,13 @@ pub async fn cluster_on(
                 .config(test_config())
                 .listener(l)
                 .token_provider(|| "secret".into())
-                .token_validator(|t| if t == "secret" { Ok(()) } else { Err("bad token".into()) });
+                .token_validator(|t| {
+                    if t == "secret" {
+                        Ok(())
+                    } else {
+                        Err("bad token".into())
+                    }
+                });
             let b = handlers(b, &probe, i == 0);
             tweak(i, b).start(rts[i].clone()).expect("manager starts")
         })
@@ -345,7 +371,11 @@ const LIMIT: Duration = Duration::from_secs(20);
 pub async fn until_link_works(conn: &Connection) {
     for _ in 0..1000 {
         conn.wait_connected().await;
-        if conn.request(ECHO, Bytes::from_static(b"ping")).await.is_ok() {
+        if conn
+            .request(ECHO, Bytes::from_static(b"ping"))
+            .await
+            .is_ok()
+        {
             return;
         }
     }
@@ -406,7 +436,9 @@ pub async fn request_deadline(rt: Arc<dyn Runtime>) {
             .request_with_deadline(HANG, Bytes::new(), Duration::from_millis(50))
             .await;
         assert_eq!(r, Err(CallError::DeadlineExceeded));
-        c.probe.wait(|p| p.hang_dropped.load(Ordering::SeqCst) == 1).await;
+        c.probe
+            .wait(|p| p.hang_dropped.load(Ordering::SeqCst) == 1)
+            .await;
     })
     .await;
     c.shutdown().await;
@@ -426,8 +458,15 @@ pub async fn dropped_request_returns_at_once(rt: Arc<dyn Runtime>) {
                 Either::Right(_) => {}
             }
         }
-        assert_eq!(conn.stats().session.outgoing_muxes, 0, "the mux is freed at once");
-        assert_eq!(conn.request(ECHO, Bytes::from_static(b"ok")).await.unwrap(), "ok");
+        assert_eq!(
+            conn.stats().session.outgoing_muxes,
+            0,
+            "the mux is freed at once"
+        );
+        assert_eq!(
+            conn.request(ECHO, Bytes::from_static(b"ok")).await.unwrap(),
+            "ok"
+        );
     })
     .await;
     c.shutdown().await;
@@ -438,7 +477,9 @@ pub async fn stream_roundtrip(rt: Arc<dyn Runtime>) {
     let c = cluster(&rt, 3).await;
     within(&rt, LIMIT, async {
         for conn in [c.conn(0, 1), c.conn(1, 0), c.conn(2, 1).subroute(ROUTE)] {
-            let s = conn.new_stream(STREAM_ECHO, Some(Bytes::from_static(b"p:"))).unwrap();
+            let s = conn
+                .new_stream(STREAM_ECHO, Some(Bytes::from_static(b"p:")))
+                .unwrap();
             let mut req = s.requests.expect("echo takes input");
             let mut resp = s.responses;
             for i in 0..11u8 {
@@ -449,16 +490,26 @@ pub async fn stream_roundtrip(rt: Arc<dyn Runtime>) {
             req.close();
             assert!(resp.next().await.is_none(), "clean end after EOF");
         }
-        let s = c.conn(0, 2).new_stream(PUSH, Some(Bytes::from_static(&[5]))).unwrap();
+        let s = c
+            .conn(0, 2)
+            .new_stream(PUSH, Some(Bytes::from_static(&[5])))
+            .unwrap();
         assert!(s.requests.is_none(), "PUSH takes no input");
         let mut resp = s.responses;
         for i in 0..5u8 {
             assert_eq!(&resp.next().await.unwrap().unwrap()[..], &[i]);
         }
         assert!(resp.next().await.is_none());
-        let mut resp = c.conn(1, 2).new_stream(STREAM_FAIL, None).unwrap().responses;
+        let mut resp = c
+            .conn(1, 2)
+            .new_stream(STREAM_FAIL, None)
+            .unwrap()
+            .responses;
         assert_eq!(resp.next().await.unwrap().unwrap(), "first");
-        assert_eq!(resp.next().await, Some(Err(CallError::Remote("stream failed".into()))));
+        assert_eq!(
+            resp.next().await,
+            Some(Err(CallError::Remote("stream failed".into())))
+        );
         assert!(resp.next().await.is_none());
         for i in 0..3 {
             for j in 0..3 {
@@ -479,16 +530,25 @@ pub async fn stream_cancel(rt: Arc<dyn Runtime>) {
     let c = cluster(&rt, 2).await;
     within(&rt, LIMIT, async {
         let s = c.conn(0, 1).new_stream(WAIT_CANCEL, None).unwrap();
-        c.probe.wait(|p| p.wait_started.load(Ordering::SeqCst) == 1).await;
+        c.probe
+            .wait(|p| p.wait_started.load(Ordering::SeqCst) == 1)
+            .await;
         drop(s);
-        c.probe.wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 1).await;
+        c.probe
+            .wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 1)
+            .await;
         // A deadline cancels both sides.
         let mut s = c
             .conn(1, 0)
             .new_stream_with_deadline(WAIT_CANCEL, None, Duration::from_millis(50))
             .unwrap();
-        assert_eq!(s.responses.next().await, Some(Err(CallError::DeadlineExceeded)));
-        c.probe.wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 2).await;
+        assert_eq!(
+            s.responses.next().await,
+            Some(Err(CallError::DeadlineExceeded))
+        );
+        c.probe
+            .wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 2)
+            .await;
     })
     .await;
     c.shutdown().await;
@@ -500,7 +560,9 @@ pub async fn congestion_without_head_of_line_blocking(rt: Arc<dyn Runtime>) {
     within(&rt, LIMIT, async {
         let conn = c.conn(0, 1);
         // Out-congestion: 100 items to a consumer that does not read yet.
-        let mut stalled = conn.new_stream(PUSH, Some(Bytes::from_static(&[100]))).unwrap();
+        let mut stalled = conn
+            .new_stream(PUSH, Some(Bytes::from_static(&[100])))
+            .unwrap();
         for i in 0..100u32 {
             let p = Bytes::from(i.to_be_bytes().to_vec());
             assert_eq!(conn.request(ECHO, p.clone()).await.unwrap(), p);
@@ -518,7 +580,9 @@ pub async fn congestion_without_head_of_line_blocking(rt: Arc<dyn Runtime>) {
         };
         let requests = async {
             for _ in 0..100 {
-                conn.request(ECHO, Bytes::from_static(b"still here")).await.unwrap();
+                conn.request(ECHO, Bytes::from_static(b"still here"))
+                    .await
+                    .unwrap();
             }
         };
         let mut pushing = std::pin::pin!(pushing);
@@ -562,17 +626,23 @@ pub async fn link_loss_and_reconnect(rt: Arc<dyn Runtime>) {
         conn.reset();
         back.reset();
         assert_eq!(call.await, Err(CallError::Disconnected));
-        c.probe.wait(|p| p.hang_dropped.load(Ordering::SeqCst) == 1).await;
+        c.probe
+            .wait(|p| p.hang_dropped.load(Ordering::SeqCst) == 1)
+            .await;
         until_link_works(&conn).await;
         until_link_works(&back).await;
 
         let mut s = conn.new_stream(WAIT_CANCEL, None).unwrap();
-        c.probe.wait(|p| p.wait_started.load(Ordering::SeqCst) == 1).await;
+        c.probe
+            .wait(|p| p.wait_started.load(Ordering::SeqCst) == 1)
+            .await;
         conn.reset();
         back.reset();
         assert_eq!(s.responses.next().await, Some(Err(CallError::Disconnected)));
         assert!(s.responses.next().await.is_none());
-        c.probe.wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 1).await;
+        c.probe
+            .wait(|p| p.wait_cancelled.load(Ordering::SeqCst) == 1)
+            .await;
         until_link_works(&conn).await;
         until_link_works(&back).await;
         assert!(conn.stats().reconnects >= 2);
@@ -597,8 +667,14 @@ pub async fn shutdown_with_calls_in_flight(rt: Arc<dyn Runtime>) {
         }
         c.nodes[0].shutdown().await;
         assert_eq!(call.await, Err(CallError::Disconnected));
-        assert_eq!(stream.responses.next().await, Some(Err(CallError::Disconnected)));
-        assert_eq!(conn.request(ECHO, Bytes::new()).await, Err(CallError::Disconnected));
+        assert_eq!(
+            stream.responses.next().await,
+            Some(Err(CallError::Disconnected))
+        );
+        assert_eq!(
+            conn.request(ECHO, Bytes::new()).await,
+            Err(CallError::Disconnected)
+        );
     })
     .await;
     c.shutdown().await;
@@ -609,14 +685,25 @@ pub async fn shutdown_with_calls_in_flight(rt: Arc<dyn Runtime>) {
 /// `reason` and that each side logged it exactly once.
 async fn rejection(rt: &Arc<dyn Runtime>, logs: &crate::logs::Capture, bad_token: bool) {
     let (listeners, hosts) = bind(2);
-    let (d, a) = if grid_core::codec::should_dial(&hosts[0], &hosts[1]) { (0, 1) } else { (1, 0) };
-    let mut listeners: Vec<Option<std::net::TcpListener>> = listeners.into_iter().map(Some).collect();
+    let (d, a) = if grid_core::codec::should_dial(&hosts[0], &hosts[1]) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let mut listeners: Vec<Option<std::net::TcpListener>> =
+        listeners.into_iter().map(Some).collect();
     let mut start = |i: usize, token: &'static str, peers: Vec<String>| {
         Manager::builder(hosts[i].clone(), &peers)
             .config(test_config())
             .listener(listeners[i].take().expect("listener"))
             .token_provider(move || token.into())
-            .token_validator(|t| if t == "secret" { Ok(()) } else { Err("bad token".into()) })
+            .token_validator(|t| {
+                if t == "secret" {
+                    Ok(())
+                } else {
+                    Err("bad token".into())
+                }
+            })
             .start(rt.clone())
             .expect("manager starts")
     };
@@ -631,7 +718,8 @@ async fn rejection(rt: &Arc<dyn Runtime>, logs: &crate::logs::Capture, bad_token
     within(rt, LIMIT, async {
         // Polls the dialer's counters: the attempts are spaced by the reconnect jitter.
         while conn.stats().dial_attempts < 4 {
-            rt.sleep_until(Instant::now() + Duration::from_millis(10)).await;
+            rt.sleep_until(Instant::now() + Duration::from_millis(10))
+                .await;
         }
     })
     .await;
@@ -653,7 +741,13 @@ async fn rejection(rt: &Arc<dyn Runtime>, logs: &crate::logs::Capture, bad_token
         .collect();
     // One line on the acceptor, one on the dialer, whatever the number of attempts.
     assert_eq!(lines.len(), 2, "{lines:#?}");
-    assert_eq!(lines.iter().filter(|l| l.contains("rejected connection")).count(), 1);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("rejected connection"))
+            .count(),
+        1
+    );
 }
 
 /// A bad token: refused at the upgrade with the validator's reason.
@@ -715,7 +809,9 @@ pub async fn cross_runtime(rts: Vec<Arc<dyn Runtime>>) {
                 let conn = c.conn(i, j);
                 let p = pattern(64 << 10);
                 assert_eq!(conn.request(ECHO, p.clone()).await.unwrap(), p);
-                let s = conn.new_stream(STREAM_ECHO, Some(Bytes::from_static(b">"))).unwrap();
+                let s = conn
+                    .new_stream(STREAM_ECHO, Some(Bytes::from_static(b">")))
+                    .unwrap();
                 let mut req = s.requests.unwrap();
                 let mut resp = s.responses;
                 for k in 0..5u8 {

@@ -10,6 +10,6 @@
 //! - `driver` (feature `driver`): the runtime-agnostic async API.
 
 pub mod codec;
-pub mod proto;
 #[cfg(feature = "driver")]
 pub mod driver;
+pub mod proto;

@@ -98,6 +98,13 @@ impl Runtime for Tokio {
 
     fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
         let _guard = self.handle.enter();
-        Ok(Box::new(TokioListener(tokio::net::TcpListener::from_std(listener)?)))
+        Ok(Box::new(TokioListener(tokio::net::TcpListener::from_std(
+            listener,
+        )?)))
     }
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

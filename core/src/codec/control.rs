@@ -6,8 +6,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::msgpack::{self, Reader};
 use super::DecodeError;
+use super::msgpack::{self, Reader};
 
 /// A point in time as the protocol carries it: Unix seconds (may be negative) and
 /// nanoseconds.
@@ -328,15 +328,23 @@ mod tests {
         let b = bytes_of(|o| Time::GO_ZERO.encode(o));
         assert_eq!(
             b,
-            [0xc7, 0x0c, 0x05, 0xff, 0xff, 0xff, 0xf1, 0x88, 0x6e, 0x09, 0x00, 0, 0, 0, 0]
+            [
+                0xc7, 0x0c, 0x05, 0xff, 0xff, 0xff, 0xf1, 0x88, 0x6e, 0x09, 0x00, 0, 0, 0, 0
+            ]
         );
-        assert_eq!(Time::read(&mut Reader::new(&b), "t").unwrap(), Time::GO_ZERO);
+        assert_eq!(
+            Time::read(&mut Reader::new(&b), "t").unwrap(),
+            Time::GO_ZERO
+        );
     }
 
     #[test]
     fn time_accepts_the_standard_timestamp_forms() {
         let t = |b: &[u8]| Time::read(&mut Reader::new(b), "t");
-        assert_eq!(t(&[0xd6, 0xff, 0, 0, 0, 7]).unwrap(), Time { secs: 7, nanos: 0 });
+        assert_eq!(
+            t(&[0xd6, 0xff, 0, 0, 0, 7]).unwrap(),
+            Time { secs: 7, nanos: 0 }
+        );
         let v: u64 = (5u64 << 34) | 9;
         let mut b8 = vec![0xd7, 0xff];
         b8.extend_from_slice(&v.to_be_bytes());
@@ -349,16 +357,34 @@ mod tests {
         bad.extend_from_slice(&1_000_000_000u32.to_be_bytes());
         bad.extend_from_slice(&0i64.to_be_bytes());
         assert!(t(&bad).is_err());
-        assert!(t(&[0xd7, 0x05, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(), "type 5 needs 12 bytes");
-        assert!(t(&[0xd6, 0x07, 0, 0, 0, 0]).is_err(), "unknown extension type");
+        assert!(
+            t(&[0xd7, 0x05, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(),
+            "type 5 needs 12 bytes"
+        );
+        assert!(
+            t(&[0xd6, 0x07, 0, 0, 0, 0]).is_err(),
+            "unknown extension type"
+        );
     }
 
     #[test]
     fn time_nanos_roundtrip() {
-        for n in [0i128, 1, -1, 1_700_000_000_123_456_789, -62_135_596_800_000_000_000] {
+        for n in [
+            0i128,
+            1,
+            -1,
+            1_700_000_000_123_456_789,
+            -62_135_596_800_000_000_000,
+        ] {
             assert_eq!(Time::from_unix_nanos(n).as_unix_nanos(), n);
         }
-        assert_eq!(Time::from_unix_nanos(-1), Time { secs: -1, nanos: 999_999_999 });
+        assert_eq!(
+            Time::from_unix_nanos(-1),
+            Time {
+                secs: -1,
+                nanos: 999_999_999
+            }
+        );
     }
 
     #[test]
@@ -436,7 +462,10 @@ mod tests {
     #[test]
     fn ping_and_mux_error_roundtrip() {
         let p = Ping {
-            t: Time { secs: 1_700_000_000, nanos: 42 },
+            t: Time {
+                secs: 1_700_000_000,
+                nanos: 42,
+            },
         };
         let b = bytes_of(|o| p.encode(o));
         assert_eq!(&b[..3], &[0x81, 0xa1, b't']);

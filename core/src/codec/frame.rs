@@ -186,7 +186,11 @@ impl Flags {
     #[inline]
     #[must_use]
     pub const fn set(self, other: Flags, on: bool) -> Flags {
-        if on { self.with(other) } else { self.without(other) }
+        if on {
+            self.with(other)
+        } else {
+            self.without(other)
+        }
     }
 
     /// The names of the set bits, `|`-separated (unknown bits as hex).
@@ -318,8 +322,16 @@ impl Frame {
             + msgpack::uint_len(flags.0 as u64)
             + msgpack::bin_header_len(self.payload.len())
             + self.payload.len()
-            + if flags.contains(Flags::SUBROUTE) { SUBROUTE_LEN } else { 0 }
-            + if flags.contains(Flags::CRC) { CRC_LEN } else { 0 }
+            + if flags.contains(Flags::SUBROUTE) {
+                SUBROUTE_LEN
+            } else {
+                0
+            }
+            + if flags.contains(Flags::CRC) {
+                CRC_LEN
+            } else {
+                0
+            }
     }
 
     /// Appends the frame to `out`: the 7-array, then the subroute trailer if present, then

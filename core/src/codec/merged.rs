@@ -2,9 +2,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::DecodeError;
 use super::frame::{self, Frame, Op};
 use super::msgpack::{self, Reader};
-use super::DecodeError;
 
 /// The container header for `count` inner frames: an ordinary 7-array with op 17, seq =
 /// count, every other field zero and an empty payload.
@@ -110,7 +110,9 @@ impl MergedFrames {
             .read_bin_range("merged inner frame")
             .map_err(|e| e.shifted(self.base + self.pos))?;
         let inner_base = self.base + self.pos + range.start;
-        let inner = self.body.slice(self.pos + range.start..self.pos + range.end);
+        let inner = self
+            .body
+            .slice(self.pos + range.start..self.pos + range.end);
         self.pos += range.end;
         self.remaining -= 1;
         let parsed = frame::parse(&inner, inner_base)?;

@@ -184,21 +184,83 @@ impl DecodeError {
     pub(crate) fn shifted(self, base: usize) -> DecodeError {
         use DecodeError::*;
         match self {
-            Truncated { field, at, need, have } => Truncated { field, at: at + base, need, have },
-            UnexpectedType { field, at, byte } => UnexpectedType { field, at: at + base, byte },
-            Negative { field, at, value } => Negative { field, at: at + base, value },
-            Overflow { field, at, value, max } => Overflow { field, at: at + base, value, max },
-            InvalidUtf8 { field, at } => InvalidUtf8 { field, at: at + base },
-            InvalidValue { field, at, reason } => InvalidValue { field, at: at + base, reason },
+            Truncated {
+                field,
+                at,
+                need,
+                have,
+            } => Truncated {
+                field,
+                at: at + base,
+                need,
+                have,
+            },
+            UnexpectedType { field, at, byte } => UnexpectedType {
+                field,
+                at: at + base,
+                byte,
+            },
+            Negative { field, at, value } => Negative {
+                field,
+                at: at + base,
+                value,
+            },
+            Overflow {
+                field,
+                at,
+                value,
+                max,
+            } => Overflow {
+                field,
+                at: at + base,
+                value,
+                max,
+            },
+            InvalidUtf8 { field, at } => InvalidUtf8 {
+                field,
+                at: at + base,
+            },
+            InvalidValue { field, at, reason } => InvalidValue {
+                field,
+                at: at + base,
+                reason,
+            },
             ArrayLength { at, len } => ArrayLength { at: at + base, len },
-            MissingTrailer { trailer, at, want, have } => {
-                MissingTrailer { trailer, at: at + base, want, have }
-            }
-            CrcMismatch { at, given, computed } => CrcMismatch { at: at + base, given, computed },
-            TrailingBytes { at, count } => TrailingBytes { at: at + base, count },
-            MergedCount { at, declared, found, extra_bytes } => {
-                MergedCount { at: at + base, declared, found, extra_bytes }
-            }
+            MissingTrailer {
+                trailer,
+                at,
+                want,
+                have,
+            } => MissingTrailer {
+                trailer,
+                at: at + base,
+                want,
+                have,
+            },
+            CrcMismatch {
+                at,
+                given,
+                computed,
+            } => CrcMismatch {
+                at: at + base,
+                given,
+                computed,
+            },
+            TrailingBytes { at, count } => TrailingBytes {
+                at: at + base,
+                count,
+            },
+            MergedCount {
+                at,
+                declared,
+                found,
+                extra_bytes,
+            } => MergedCount {
+                at: at + base,
+                declared,
+                found,
+                extra_bytes,
+            },
             NestedMerged { at } => NestedMerged { at: at + base },
             e @ TooLarge { .. } => e,
         }

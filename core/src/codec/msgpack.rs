@@ -398,7 +398,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads an extension header: `(type, data length)`.
-    pub(crate) fn read_ext_header(&mut self, field: &'static str) -> Result<(i8, usize), DecodeError> {
+    pub(crate) fn read_ext_header(
+        &mut self,
+        field: &'static str,
+    ) -> Result<(i8, usize), DecodeError> {
         let b = self.peek(field)?;
         let len = match b {
             FIXEXT1..=FIXEXT16 => {
@@ -441,7 +444,13 @@ impl<'a> Reader<'a> {
                 0x80..=0x8f => (0, 2 * (b & 0x0f) as u64),
                 0x90..=0x9f => (0, (b & 0x0f) as u64),
                 0xa0..=0xbf => ((b & 0x1f) as usize, 0),
-                0xc1 => return Err(DecodeError::UnexpectedType { field, at: self.pos - 1, byte: b }),
+                0xc1 => {
+                    return Err(DecodeError::UnexpectedType {
+                        field,
+                        at: self.pos - 1,
+                        byte: b,
+                    });
+                }
                 BIN8 | STR8 => (self.take_array::<1>(field)?[0] as usize, 0),
                 BIN16 | STR16 => (u16::from_be_bytes(self.take_array(field)?) as usize, 0),
                 BIN32 | STR32 => (u32::from_be_bytes(self.take_array(field)?) as usize, 0),
@@ -487,7 +496,10 @@ mod tests {
         assert_eq!(encoded_uint(256), [0xcd, 0x01, 0x00]);
         assert_eq!(encoded_uint(65535), [0xcd, 0xff, 0xff]);
         assert_eq!(encoded_uint(65536), [0xce, 0, 1, 0, 0]);
-        assert_eq!(encoded_uint(u32::MAX as u64), [0xce, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            encoded_uint(u32::MAX as u64),
+            [0xce, 0xff, 0xff, 0xff, 0xff]
+        );
         assert_eq!(encoded_uint(1 << 32), [0xcf, 0, 0, 0, 1, 0, 0, 0, 0]);
     }
 
@@ -513,16 +525,33 @@ mod tests {
 
     #[test]
     fn negative_and_overflowing_ints_are_errors() {
-        for bytes in [&[0xff][..], &[0xd0, 0xff], &[0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0]] {
+        for bytes in [
+            &[0xff][..],
+            &[0xd0, 0xff],
+            &[0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0],
+        ] {
             let err = Reader::new(bytes).read_uint("x").unwrap_err();
             assert!(matches!(err, DecodeError::Negative { .. }), "{err}");
         }
         let err = Reader::new(&[0xcd, 0x01, 0x00])
             .read_uint_max("x", 255)
             .unwrap_err();
-        assert!(matches!(err, DecodeError::Overflow { value: 256, max: 255, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DecodeError::Overflow {
+                    value: 256,
+                    max: 255,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = Reader::new(&[0xc0]).read_uint("x").unwrap_err();
-        assert!(matches!(err, DecodeError::UnexpectedType { byte: 0xc0, .. }), "{err}");
+        assert!(
+            matches!(err, DecodeError::UnexpectedType { byte: 0xc0, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -539,7 +568,9 @@ mod tests {
             assert!(Reader::new(&bytes[..cut]).skip("v").is_err(), "cut {cut}");
         }
         // A huge declared array is rejected before walking it.
-        let err = Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff]).skip("v").unwrap_err();
+        let err = Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff])
+            .skip("v")
+            .unwrap_err();
         assert!(matches!(err, DecodeError::Truncated { .. }), "{err}");
     }
 }

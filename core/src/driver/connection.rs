@@ -92,7 +92,9 @@ impl Connection {
     }
 
     fn call(&self, handler: u8, payload: Bytes, deadline: Option<Duration>) -> ResponseFuture {
-        let started = self.link.start_request(self.key(handler), payload, deadline);
+        let started = self
+            .link
+            .start_request(self.key(handler), payload, deadline);
         ResponseFuture {
             link: self.link.clone(),
             call: Some(started),
@@ -121,7 +123,9 @@ impl Connection {
         payload: Option<Bytes>,
         deadline: Option<Duration>,
     ) -> Result<Stream, CallError> {
-        let (epoch, id, has_input) = self.link.start_stream(self.key(handler), payload, deadline)?;
+        let (epoch, id, has_input) =
+            self.link
+                .start_stream(self.key(handler), payload, deadline)?;
         let call = Arc::new(StreamCall {
             link: self.link.clone(),
             epoch,

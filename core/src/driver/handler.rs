@@ -126,8 +126,10 @@ impl Handlers {
         f: StreamFn,
     ) -> Result<(), RegisterError> {
         let key = Self::key(id, route);
-        self.registry
-            .register(key, HandlerKind::stream(opts.in_capacity, opts.out_capacity))?;
+        self.registry.register(
+            key,
+            HandlerKind::stream(opts.in_capacity, opts.out_capacity),
+        )?;
         self.note_route(&key, route);
         self.streams.insert(key, f);
         Ok(())
@@ -217,7 +219,10 @@ impl Input {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.link.poll_read(self.epoch, MuxKey::incoming(self.id), cx) {
+        match self
+            .link
+            .poll_read(self.epoch, MuxKey::incoming(self.id), cx)
+        {
             Poll::Ready(Ok(Some(item))) => Poll::Ready(Some(item)),
             Poll::Ready(_) => {
                 self.done = true;

@@ -492,7 +492,9 @@ impl Link {
                 }
             }
             LostReason::Local => debug!(target: TARGET, remote = %self.remote, "link closed"),
-            other => info!(target: TARGET, local = %self.shared.cluster.local_host, remote = %self.remote, reason = %other, "link lost"),
+            other => {
+                info!(target: TARGET, local = %self.shared.cluster.local_host, remote = %self.remote, reason = %other, "link lost")
+            }
         }
         st.done.fire();
         self.writer.notify();
@@ -630,7 +632,8 @@ impl Link {
         };
         let (tx, rx) = ws.split();
         self.shared.spawn(write_loop(self.clone(), epoch, tx));
-        self.shared.spawn(read_loop(self.clone(), epoch, rx, done.clone()));
+        self.shared
+            .spawn(read_loop(self.clone(), epoch, rx, done.clone()));
         self.writer.notify();
         Some((epoch, done))
     }
@@ -767,7 +770,11 @@ async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender) {
     let close = async {
         let _ = tx.close(None).await;
     };
-    let _ = select(Box::pin(close), shared.sleep_until(Instant::now() + Duration::from_millis(100))).await;
+    let _ = select(
+        Box::pin(close),
+        shared.sleep_until(Instant::now() + Duration::from_millis(100)),
+    )
+    .await;
 }
 
 /// Hands inbound messages to the session until the socket or the session ends.
@@ -824,14 +831,22 @@ pub(crate) async fn dial_loop(link: Arc<Link>) {
         let result = match select(attempt, &mut shutdown).await {
             Either::Right(_) => break,
             Either::Left((Either::Left((r, _)), _)) => r,
-            Either::Left((Either::Right(_), _)) => Err(format!("dial timed out after {:?}", cfg.dial_timeout)),
+            Either::Left((Either::Right(_), _)) => {
+                Err(format!("dial timed out after {:?}", cfg.dial_timeout))
+            }
         };
         link.note_attempt(result.as_ref().err().cloned());
         match result {
             Ok(socket) => {
                 last_error = None;
                 let token = (shared.token)();
-                let session = Session::dialer(shared.cluster.clone(), &link.remote, &token, Instant::now(), wall_now());
+                let session = Session::dialer(
+                    shared.cluster.clone(),
+                    &link.remote,
+                    &token,
+                    Instant::now(),
+                    wall_now(),
+                );
                 let Some((epoch, done)) = link.install(session, socket) else {
                     break;
                 };

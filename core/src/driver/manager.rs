@@ -141,7 +141,12 @@ impl ManagerBuilder {
         self.single_inner(id, Some(route), f)
     }
 
-    fn single_inner<F, Fut>(mut self, id: u8, route: Option<&str>, f: F) -> Result<Self, RegisterError>
+    fn single_inner<F, Fut>(
+        mut self,
+        id: u8,
+        route: Option<&str>,
+        f: F,
+    ) -> Result<Self, RegisterError>
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
@@ -196,7 +201,13 @@ impl ManagerBuilder {
     pub fn start(self, rt: Arc<dyn Runtime>) -> Result<Manager, StartError> {
         let mut id = [0u8; 16];
         let entropy = xxhash_rust::xxh3::xxh3_128(
-            format!("{}{:?}{}", self.local_host, Instant::now(), std::process::id()).as_bytes(),
+            format!(
+                "{}{:?}{}",
+                self.local_host,
+                Instant::now(),
+                std::process::id()
+            )
+            .as_bytes(),
         ) ^ (wall_now().as_unix_nanos() as u128);
         id.copy_from_slice(&entropy.to_le_bytes());
         let peers: Vec<&str> = self.hosts.iter().map(String::as_str).collect();
@@ -233,19 +244,22 @@ impl ManagerBuilder {
             (true, Some(l)) => Some(l),
             (true, None) => {
                 let (addr, _) = ws::endpoint(&self.local_host, "").map_err(StartError::Host)?;
-                Some(std::net::TcpListener::bind(&addr).map_err(|source| StartError::Listen {
-                    addr: addr.clone(),
-                    source,
-                })?)
+                Some(
+                    std::net::TcpListener::bind(&addr).map_err(|source| StartError::Listen {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+                )
             }
         };
         let mut local_addr = None;
         if let Some(l) = listener {
             let addr = l.local_addr().ok();
-            l.set_nonblocking(true).map_err(|source| StartError::Listen {
-                addr: format!("{addr:?}"),
-                source,
-            })?;
+            l.set_nonblocking(true)
+                .map_err(|source| StartError::Listen {
+                    addr: format!("{addr:?}"),
+                    source,
+                })?;
             let l = rt.listener(l).map_err(|source| StartError::Listen {
                 addr: format!("{addr:?}"),
                 source,
@@ -314,7 +328,10 @@ impl Manager {
 
     /// The connection to `host`, if it is a peer.
     pub fn connection(&self, host: &str) -> Option<Connection> {
-        self.inner.links.get(host).map(|l| Connection::new(l.clone()))
+        self.inner
+            .links
+            .get(host)
+            .map(|l| Connection::new(l.clone()))
     }
 
     /// Every peer's host string.
@@ -377,7 +394,8 @@ async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
                 // Accept errors (out of descriptors, aborted handshakes) must not stop
                 // the listener; back off briefly so a persistent error does not spin.
                 warn!(target: "grid::manager", error = %e, "accept failed");
-                let pause = shared.sleep_until(Instant::now() + std::time::Duration::from_millis(50));
+                let pause =
+                    shared.sleep_until(Instant::now() + std::time::Duration::from_millis(50));
                 if let Either::Right(_) = select(pause, &mut shutdown).await {
                     break;
                 }
@@ -428,7 +446,9 @@ async fn handshake(
     while !session.is_connected() && !session.is_closed() {
         let at = session.poll_timeout().unwrap_or_else(Instant::now);
         match select(ws.next(), shared.sleep_until(at)).await {
-            Either::Left((Some(Ok(Message::Binary(b))), _)) => session.handle_message(Instant::now(), b),
+            Either::Left((Some(Ok(Message::Binary(b))), _)) => {
+                session.handle_message(Instant::now(), b)
+            }
             Either::Left((Some(Ok(Message::Close(_))) | None | Some(Err(_)), _)) => {
                 session.close(LostReason::Transport("closed during handshake".into()))
             }

@@ -198,7 +198,11 @@ mod tests {
         assert!(Pin::new(&mut b).poll(&mut cx).is_pending());
         assert_eq!(s.0.waiters.lock().unwrap().len(), 2);
         drop(b);
-        assert_eq!(s.0.waiters.lock().unwrap().len(), 1, "a dropped wait unregisters");
+        assert_eq!(
+            s.0.waiters.lock().unwrap().len(),
+            1,
+            "a dropped wait unregisters"
+        );
         s.fire();
         assert!(Pin::new(&mut a).poll(&mut cx).is_ready());
         assert!(Pin::new(&mut s.wait()).poll(&mut cx).is_ready());

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Error as WsError;
 use async_tungstenite::tungstenite::client::ClientRequestBuilder;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{StatusCode, Uri};
-use async_tungstenite::tungstenite::Error as WsError;
 
 use super::link::Shared;
 use super::runtime::BoxIo;
@@ -27,11 +27,17 @@ pub(crate) fn endpoint(host: &str, route: &str) -> Result<(String, String), Stri
     if authority.is_empty() {
         return Err(format!("host {host:?} has no address"));
     }
-    Ok((authority.to_owned(), format!("{ws_scheme}://{authority}{route}")))
+    Ok((
+        authority.to_owned(),
+        format!("{ws_scheme}://{authority}{route}"),
+    ))
 }
 
 /// Connects to `remote` and upgrades to a WebSocket with the auth headers.
-pub(crate) async fn dial(shared: &Arc<Shared>, remote: &str) -> Result<WebSocketStream<BoxIo>, String> {
+pub(crate) async fn dial(
+    shared: &Arc<Shared>,
+    remote: &str,
+) -> Result<WebSocketStream<BoxIo>, String> {
     let (addr, url) = endpoint(remote, &shared.route)?;
     let io = shared
         .rt
@@ -51,7 +57,11 @@ pub(crate) async fn dial(shared: &Arc<Shared>, remote: &str) -> Result<WebSocket
         .map_err(|e| match e {
             // A refused upgrade carries its reason in the body.
             WsError::Http(resp) => {
-                let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
                 format!("upgrade refused by {url}: {}: {body}", resp.status())
             }
             e => format!("upgrade {url}: {e}"),
@@ -66,6 +76,8 @@ fn reject(status: StatusCode, text: &str) -> ErrorResponse {
 }
 
 /// Accepts the WebSocket upgrade on the manager's route, checking the bearer token.
+// The callback's error type is the WebSocket library's HTTP response.
+#[allow(clippy::result_large_err)]
 pub(crate) async fn accept(
     shared: &Arc<Shared>,
     io: BoxIo,
@@ -77,17 +89,25 @@ pub(crate) async fn accept(
     let refused2 = refused.clone();
     let callback = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let (status, text) = if req.uri().path() != route {
-            (StatusCode::NOT_FOUND, format!("no grid route at {}", req.uri().path()))
+            (
+                StatusCode::NOT_FOUND,
+                format!("no grid route at {}", req.uri().path()),
+            )
         } else {
             let token = req
                 .headers()
                 .get("Authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                // An empty token arrives as "Bearer" once the header's space is trimmed.
+                .and_then(|v| v.strip_prefix("Bearer"))
+                .map(str::trim_start);
             match token.map(|t| validate(t)) {
                 Some(Ok(())) => return Ok(resp),
                 Some(Err(e)) => (StatusCode::FORBIDDEN, format!("auth token: {e}")),
-                None => (StatusCode::FORBIDDEN, "auth token: missing bearer token".to_owned()),
+                None => (
+                    StatusCode::FORBIDDEN,
+                    "auth token: missing bearer token".to_owned(),
+                ),
             }
         };
         *refused2.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.clone());
@@ -110,7 +130,10 @@ mod tests {
     fn endpoints_follow_the_host_string() {
         assert_eq!(
             endpoint("http://127.0.0.1:9000", "/minio/grid/v1").unwrap(),
-            ("127.0.0.1:9000".into(), "ws://127.0.0.1:9000/minio/grid/v1".into())
+            (
+                "127.0.0.1:9000".into(),
+                "ws://127.0.0.1:9000/minio/grid/v1".into()
+            )
         );
         assert!(endpoint("https://a:1", "/r").is_err());
         assert!(endpoint("a:1", "/r").is_err());

@@ -281,7 +281,10 @@ mod tests {
         r.register(routed, HandlerKind::stream(2, 0)).unwrap();
         assert_eq!(r.get(&routed), Some(HandlerKind::stream(2, 1)));
         assert!(r.register(routed, HandlerKind::Single).is_err());
-        assert_eq!(r.register(HandlerKey::new(0), HandlerKind::Single), Err(RegisterError::InvalidId));
+        assert_eq!(
+            r.register(HandlerKey::new(0), HandlerKind::Single),
+            Err(RegisterError::InvalidId)
+        );
         assert_eq!(r.get(&HandlerKey::with_route(1, "a/c")), None);
     }
 

@@ -21,7 +21,8 @@ pub(crate) enum ConnTimer {
 }
 
 impl ConnTimer {
-    pub(crate) const ALL: [ConnTimer; 3] = [ConnTimer::Handshake, ConnTimer::Ping, ConnTimer::Keepalive];
+    pub(crate) const ALL: [ConnTimer; 3] =
+        [ConnTimer::Handshake, ConnTimer::Ping, ConnTimer::Keepalive];
 }
 
 /// The connection timer table.

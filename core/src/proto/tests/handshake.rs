@@ -70,7 +70,10 @@ fn rejects_clock_skew_beyond_five_minutes() {
         ..Setup::default()
     });
     // 301 s ahead, minus the 1 ms the request spent in flight.
-    assert_eq!(reason, "time difference too large between servers: 300.999s");
+    assert_eq!(
+        reason,
+        "time difference too large between servers: 300.999s"
+    );
     // Within the limit (both directions) connects.
     Pair::connected_with(Setup {
         dialer_skew_secs: -299,
@@ -102,7 +105,10 @@ fn checks_run_in_order_host_before_direction_before_skew_before_token() {
         token: "forged".into(),
         ..Setup::default()
     });
-    assert!(reason.starts_with("grid: expected to be client side"), "{reason}");
+    assert!(
+        reason.starts_with("grid: expected to be client side"),
+        "{reason}"
+    );
     let (reason, _) = rejection(Setup {
         dialer_skew_secs: -1000,
         token: "forged".into(),
@@ -120,7 +126,9 @@ fn rejects_a_first_message_that_is_not_a_connect_request() {
     p.inject_to_b(ping.to_bytes());
     p.drive();
     match p.b.events.pop_front() {
-        Some(Event::Lost(LostReason::RejectedPeer(r))) => assert_eq!(r, "unexpected connect op: Ping"),
+        Some(Event::Lost(LostReason::RejectedPeer(r))) => {
+            assert_eq!(r, "unexpected connect op: Ping")
+        }
         other => panic!("{other:?}"),
     }
 
@@ -130,7 +138,10 @@ fn rejects_a_first_message_that_is_not_a_connect_request() {
     p.drive();
     match p.b.events.pop_front() {
         Some(Event::Lost(LostReason::RejectedPeer(r))) => {
-            assert!(r.starts_with("error parsing grid connect: truncated"), "{r}")
+            assert!(
+                r.starts_with("error parsing grid connect: truncated"),
+                "{r}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -157,7 +168,10 @@ fn acceptor_gives_up_at_the_handshake_deadline() {
     assert!(!p.b.s.is_closed());
     p.advance(std::time::Duration::from_millis(1));
     assert!(p.b.s.is_closed());
-    assert!(matches!(p.b.events.pop_front(), Some(Event::Lost(LostReason::HandshakeTimeout(_)))));
+    assert!(matches!(
+        p.b.events.pop_front(),
+        Some(Event::Lost(LostReason::HandshakeTimeout(_)))
+    ));
     // Nothing was sent back.
     p.b.hold = false;
     p.drive();

@@ -34,7 +34,9 @@ fn echo_1_mib() {
 #[test]
 fn request_frame_has_default_deadline_eof_and_crc() {
     let mut p = Pair::connected();
-    p.a.s.request(p.now, ECHO, Bytes::from_static(b"x"), None).unwrap();
+    p.a.s
+        .request(p.now, ECHO, Bytes::from_static(b"x"), None)
+        .unwrap();
     p.drive();
     let req = p.b.received_ops(Op::Request)[0].clone();
     assert_eq!(req.seq, 0);
@@ -54,12 +56,18 @@ fn request_frame_has_default_deadline_eof_and_crc() {
 #[test]
 fn remote_error_keeps_the_peers_text() {
     let mut p = Pair::connected();
-    let id = p.a.s.request(p.now, FAIL, Bytes::from_static(b"boom"), None).unwrap();
+    let id =
+        p.a.s
+            .request(p.now, FAIL, Bytes::from_static(b"boom"), None)
+            .unwrap();
     p.drive();
     let (mux, _, _) = p.b.expect_request();
     p.b.s.respond(p.now, mux, Err("handler said no".into()));
     p.drive();
-    assert_eq!(p.a.expect_response(id), Err(CallError::Remote("handler said no".into())));
+    assert_eq!(
+        p.a.expect_response(id),
+        Err(CallError::Remote("handler said no".into()))
+    );
     let resp = p.a.received_ops(Op::Response)[0].clone();
     assert!(resp.flags.contains(Flags::PAYLOAD_IS_ERR | Flags::EOF));
     p.assert_clean();
@@ -68,30 +76,53 @@ fn remote_error_keeps_the_peers_text() {
 #[test]
 fn unknown_handler_is_answered_with_a_mux_connect_error() {
     let mut p = Pair::connected();
-    let id = p.a.s.request(p.now, HandlerKey::new(99), Bytes::new(), None).unwrap();
+    let id =
+        p.a.s
+            .request(p.now, HandlerKey::new(99), Bytes::new(), None)
+            .unwrap();
     p.drive();
     let err = p.a.expect_response(id).unwrap_err();
-    assert_eq!(err, CallError::Refused("Invalid Handler for type: HandlerID(99)".into()));
+    assert_eq!(
+        err,
+        CallError::Refused("Invalid Handler for type: HandlerID(99)".into())
+    );
     assert!(err.is_unknown_handler());
     let f = p.a.received_ops(Op::MuxConnectError)[0].clone();
     assert_eq!(f.mux_id, id);
     assert_eq!(f.handler, 99);
     assert_eq!(f.deadline_ms, 60_000);
-    assert_eq!(MuxConnectError::decode(&f.payload).unwrap().error, "Invalid Handler for type: HandlerID(99)");
+    assert_eq!(
+        MuxConnectError::decode(&f.payload).unwrap().error,
+        "Invalid Handler for type: HandlerID(99)"
+    );
     // An unknown subroute names the subroute bytes.
-    let id = p.a.s.request(p.now, HandlerKey::with_route(1, "nope"), Bytes::new(), None).unwrap();
+    let id =
+        p.a.s
+            .request(p.now, HandlerKey::with_route(1, "nope"), Bytes::new(), None)
+            .unwrap();
     p.drive();
-    let Err(CallError::Refused(text)) = p.a.expect_response(id) else { panic!() };
-    assert!(text.starts_with("Invalid Handler for type: [1 0 "), "{text}");
+    let Err(CallError::Refused(text)) = p.a.expect_response(id) else {
+        panic!()
+    };
+    assert!(
+        text.starts_with("Invalid Handler for type: [1 0 "),
+        "{text}"
+    );
     // Handler 0 is refused locally.
-    assert_eq!(p.a.s.request(p.now, HandlerKey::new(0), Bytes::new(), None), Err(CallError::UnknownHandler));
+    assert_eq!(
+        p.a.s.request(p.now, HandlerKey::new(0), Bytes::new(), None),
+        Err(CallError::UnknownHandler)
+    );
     p.assert_clean();
 }
 
 #[test]
 fn a_handler_only_the_peer_has_works_and_the_reverse_is_refused() {
     let mut p = Pair::connected();
-    let id = p.a.s.request(p.now, ONLY_B, Bytes::from_static(b"hi"), None).unwrap();
+    let id =
+        p.a.s
+            .request(p.now, ONLY_B, Bytes::from_static(b"hi"), None)
+            .unwrap();
     p.drive();
     let (mux, got, _) = p.b.expect_request();
     p.b.s.respond(p.now, mux, Ok(got));
@@ -106,7 +137,10 @@ fn a_handler_only_the_peer_has_works_and_the_reverse_is_refused() {
 #[test]
 fn requests_work_from_the_acceptor_side_too() {
     let mut p = Pair::connected();
-    let id = p.b.s.request(p.now, ECHO, Bytes::from_static(b"back"), None).unwrap();
+    let id =
+        p.b.s
+            .request(p.now, ECHO, Bytes::from_static(b"back"), None)
+            .unwrap();
     p.drive();
     let (mux, got, _) = p.a.expect_request();
     p.a.s.respond(p.now, mux, Ok(got));
@@ -118,7 +152,10 @@ fn requests_work_from_the_acceptor_side_too() {
 #[test]
 fn deadline_expires_on_both_sides() {
     let mut p = Pair::connected();
-    let id = p.a.s.request(p.now, ECHO, Bytes::new(), Some(Duration::from_millis(50))).unwrap();
+    let id =
+        p.a.s
+            .request(p.now, ECHO, Bytes::new(), Some(Duration::from_millis(50)))
+            .unwrap();
     p.drive();
     let (mux, _, deadline) = p.b.expect_request();
     assert_eq!(p.b.received_ops(Op::Request)[0].deadline_ms, 50);
@@ -129,7 +166,10 @@ fn deadline_expires_on_both_sides() {
     assert_eq!(p.a.expect_response(id), Err(CallError::DeadlineExceeded));
     // The server's deadline (counted from arrival) passes a latency later.
     p.advance(Duration::from_millis(1));
-    assert_eq!(p.b.expect_closed(MuxKey::incoming(mux)), CallError::DeadlineExceeded);
+    assert_eq!(
+        p.b.expect_closed(MuxKey::incoming(mux)),
+        CallError::DeadlineExceeded
+    );
     // A late result is dropped without a frame.
     assert!(!p.b.s.respond(p.now, mux, Ok(Bytes::from_static(b"late"))));
     p.drive();
@@ -141,10 +181,19 @@ fn deadline_expires_on_both_sides() {
 fn deadline_below_one_millisecond_fails_at_once_and_huge_ones_clamp() {
     let mut p = Pair::connected();
     assert_eq!(
-        p.a.s.request(p.now, ECHO, Bytes::new(), Some(Duration::from_micros(999))),
+        p.a.s
+            .request(p.now, ECHO, Bytes::new(), Some(Duration::from_micros(999))),
         Err(CallError::DeadlineExceeded)
     );
-    let id = p.a.s.request(p.now, ECHO, Bytes::new(), Some(Duration::from_secs(100 * 86_400))).unwrap();
+    let id =
+        p.a.s
+            .request(
+                p.now,
+                ECHO,
+                Bytes::new(),
+                Some(Duration::from_secs(100 * 86_400)),
+            )
+            .unwrap();
     p.drive();
     assert_eq!(p.b.received_ops(Op::Request)[0].deadline_ms, u32::MAX);
     let (mux, _, _) = p.b.expect_request();
@@ -157,7 +206,10 @@ fn deadline_below_one_millisecond_fails_at_once_and_huge_ones_clamp() {
 #[test]
 fn local_cancel_frees_the_mux_at_once_and_ignores_the_late_response() {
     let mut p = Pair::connected();
-    let id = p.a.s.request(p.now, ECHO, Bytes::from_static(b"x"), None).unwrap();
+    let id =
+        p.a.s
+            .request(p.now, ECHO, Bytes::from_static(b"x"), None)
+            .unwrap();
     p.drive();
     p.a.s.cancel(id);
     assert_eq!(p.a.s.stats().outgoing_muxes, 0);
@@ -173,7 +225,9 @@ fn local_cancel_frees_the_mux_at_once_and_ignores_the_late_response() {
 #[test]
 fn mux_ids_count_up_from_one_and_continue_across_sessions() {
     let mut p = Pair::connected();
-    let ids: Vec<u64> = (0..3).map(|_| p.a.s.request(p.now, ECHO, Bytes::new(), None).unwrap()).collect();
+    let ids: Vec<u64> = (0..3)
+        .map(|_| p.a.s.request(p.now, ECHO, Bytes::new(), None).unwrap())
+        .collect();
     assert_eq!(ids, [1, 2, 3]);
     assert_eq!(p.a.s.last_mux_id(), 3);
     let mut p2 = Pair::connected();

@@ -7,8 +7,16 @@ use crate::codec::{Flags, Op};
 use crate::proto::{CallError, Event, MuxKey, Read, SendError};
 
 /// Opens `handler` from a to b and returns (client key, server key).
-pub(crate) fn open(p: &mut Pair, handler: crate::proto::HandlerKey, payload: Option<Bytes>, deadline: Option<Duration>) -> (MuxKey, MuxKey) {
-    let id = p.a.s.open_stream(p.now, handler, payload, deadline).unwrap();
+pub(crate) fn open(
+    p: &mut Pair,
+    handler: crate::proto::HandlerKey,
+    payload: Option<Bytes>,
+    deadline: Option<Duration>,
+) -> (MuxKey, MuxKey) {
+    let id =
+        p.a.s
+            .open_stream(p.now, handler, payload, deadline)
+            .unwrap();
     p.drive();
     let (mux, h, _) = p.b.expect_stream();
     assert_eq!(h, handler);
@@ -22,12 +30,16 @@ fn stream_roundtrip_11_items_then_eof() {
     for i in 0..11u8 {
         p.a.s.send(p.now, c, Bytes::from(vec![i])).unwrap();
         p.drive();
-        let Read::Item(item) = p.b.s.read(p.now, s) else { panic!("no item {i}") };
+        let Read::Item(item) = p.b.s.read(p.now, s) else {
+            panic!("no item {i}")
+        };
         let mut out = b"init:".to_vec();
         out.extend_from_slice(&item);
         p.b.s.send(p.now, s, Bytes::from(out)).unwrap();
         p.drive();
-        let Read::Item(resp) = p.a.s.read(p.now, c) else { panic!("no response {i}") };
+        let Read::Item(resp) = p.a.s.read(p.now, c) else {
+            panic!("no response {i}")
+        };
         assert_eq!(&resp[..], &[b'i', b'n', b'i', b't', b':', i]);
     }
     p.a.s.close_send(p.now, c.id).unwrap();
@@ -39,9 +51,17 @@ fn stream_roundtrip_11_items_then_eof() {
     p.assert_clean();
     // Sequence numbers count every stamped frame: after the open at 0 came 11 items and
     // 11 unblocks, so the EOF is 23.
-    let last = p.b.received_ops(Op::MuxClientMsg).last().map(|f| f.seq).unwrap();
+    let last =
+        p.b.received_ops(Op::MuxClientMsg)
+            .last()
+            .map(|f| f.seq)
+            .unwrap();
     assert_eq!(last, 23);
-    let unblocks: Vec<u32> = p.b.received_ops(Op::UnblockSrvMux).iter().map(|f| f.seq).collect();
+    let unblocks: Vec<u32> =
+        p.b.received_ops(Op::UnblockSrvMux)
+            .iter()
+            .map(|f| f.seq)
+            .collect();
     assert_eq!(unblocks, (1..=11).map(|i| 2 * i).collect::<Vec<u32>>());
 }
 
@@ -57,7 +77,11 @@ fn open_frame_and_ack_follow_the_protocol() {
     let ack = p.a.received_ops(Op::AckMux)[0].clone();
     assert_eq!((ack.seq, ack.handler, ack.deadline_ms), (0, 0, 0));
     assert_eq!(ack.flags, Flags::CRC);
-    assert_eq!(p.b.s.read(p.now, s), Read::End(Ok(())), "no-input stream has no input");
+    assert_eq!(
+        p.b.s.read(p.now, s),
+        Read::End(Ok(())),
+        "no-input stream has no input"
+    );
     p.b.s.finish(p.now, s.id, Ok(()));
     p.drive();
 }
@@ -66,7 +90,10 @@ fn open_frame_and_ack_follow_the_protocol() {
 fn a_stream_without_input_refuses_items() {
     let mut p = Pair::connected();
     let (c, s) = open(&mut p, NO_INPUT, None, None);
-    assert_eq!(p.a.s.send(p.now, c, Bytes::new()), Err(SendError::Call(CallError::NoInput)));
+    assert_eq!(
+        p.a.s.send(p.now, c, Bytes::new()),
+        Err(SendError::Call(CallError::NoInput))
+    );
     p.b.s.send(p.now, s, Bytes::from_static(b"one")).unwrap();
     p.b.s.finish(p.now, s.id, Ok(()));
     p.drive();
@@ -83,13 +110,19 @@ fn client_credits_come_from_the_first_ack() {
     let id = p.a.s.open_stream(p.now, WIDE, None, None).unwrap();
     let c = MuxKey::outgoing(id);
     // Before the ack there is no credit.
-    assert_eq!(p.a.s.send(p.now, c, Bytes::from_static(b"early")), Err(SendError::Blocked));
+    assert_eq!(
+        p.a.s.send(p.now, c, Bytes::from_static(b"early")),
+        Err(SendError::Blocked)
+    );
     p.drive();
     assert!(p.a.has_event(|e| *e == Event::Writable(c)));
     for _ in 0..5 {
         p.a.s.send(p.now, c, Bytes::from_static(b"x")).unwrap();
     }
-    assert_eq!(p.a.s.send(p.now, c, Bytes::from_static(b"x")), Err(SendError::Blocked));
+    assert_eq!(
+        p.a.s.send(p.now, c, Bytes::from_static(b"x")),
+        Err(SendError::Blocked)
+    );
     p.drive();
     let (mux, _, _) = p.b.expect_stream();
     let s = MuxKey::incoming(mux);
@@ -100,7 +133,10 @@ fn client_credits_come_from_the_first_ack() {
     for _ in 0..5 {
         p.a.s.send(p.now, c, Bytes::from_static(b"y")).unwrap();
     }
-    assert_eq!(p.a.s.send(p.now, c, Bytes::from_static(b"y")), Err(SendError::Blocked));
+    assert_eq!(
+        p.a.s.send(p.now, c, Bytes::from_static(b"y")),
+        Err(SendError::Blocked)
+    );
     p.a.s.cancel(id);
     p.drive();
     assert_eq!(p.b.expect_closed(s), CallError::CancelledByRemote);
@@ -137,6 +173,12 @@ fn subroute_streams_reach_the_routed_handler() {
 #[test]
 fn an_unregistered_stream_handler_fails_locally() {
     let mut p = Pair::connected();
-    assert_eq!(p.a.s.open_stream(p.now, ECHO, None, None), Err(CallError::UnknownHandler));
-    assert_eq!(p.a.s.open_stream(p.now, ONLY_B, None, None), Err(CallError::UnknownHandler));
+    assert_eq!(
+        p.a.s.open_stream(p.now, ECHO, None, None),
+        Err(CallError::UnknownHandler)
+    );
+    assert_eq!(
+        p.a.s.open_stream(p.now, ONLY_B, None, None),
+        Err(CallError::UnknownHandler)
+    );
 }
