@@ -28,7 +28,7 @@ use super::ws;
 use crate::codec::Time;
 use crate::proto::{
     Backoff, CallError, Cluster, Dir, Event, HandlerKey, HandlerKind, LostReason, MuxKey, Read,
-    SendError, Session, Stats,
+    Redial, SendError, Session, Stats,
 };
 
 const TARGET: &str = "grid::link";
@@ -811,22 +811,30 @@ async fn read_loop(link: Arc<Link>, epoch: u64, mut rx: WsReceiver, done: Signal
     }
 }
 
-/// The dialer's loop: connect, run the session until it ends, and try again with the
-/// protocol's spacing, until shutdown.
+/// The dialer's loop: connect, run the session until it ends, and try again on the
+/// protocol's schedule ([`Redial`]), until shutdown.
 pub(crate) async fn dial_loop(link: Arc<Link>) {
     let shared = link.shared.clone();
     let cfg = shared.cluster.config.clone();
     let seed = shared.seed ^ xxhash_rust::xxh3::xxh3_64(link.remote.as_bytes());
-    let mut backoff = Backoff::new(seed, cfg.reconnect_min, cfg.reconnect_max);
+    let backoff = Backoff::new(seed, cfg.reconnect_min, cfg.reconnect_max);
+    let mut redial = Redial::new(backoff, Instant::now());
     let mut last_error: Option<String> = None;
     let mut shutdown = shared.shutdown.wait();
     loop {
+        if let Some(at) = redial.poll_timeout() {
+            if let Either::Right(_) = select(shared.sleep_until(at), &mut shutdown).await {
+                break;
+            }
+        }
         if shared.shutdown.is_fired() {
             break;
         }
-        let started = Instant::now();
+        if !redial.poll_dial(Instant::now()) {
+            continue;
+        }
         let dial = ws::dial(&shared, &link.remote);
-        let timeout = shared.sleep_until(started + cfg.dial_timeout);
+        let timeout = shared.sleep_until(Instant::now() + cfg.dial_timeout);
         let attempt = select(Box::pin(dial), timeout);
         let result = match select(attempt, &mut shutdown).await {
             Either::Right(_) => break,
@@ -853,22 +861,20 @@ pub(crate) async fn dial_loop(link: Arc<Link>) {
                 if let Either::Right(_) = select(done.wait(), &mut shutdown).await {
                     break;
                 }
-                // A session that ran ends with an immediate redial; a refused handshake
-                // waits like a failed dial.
+                // A session that ran is redialled at once; a refused handshake waits
+                // like a failed dial.
                 if link.connected_in(epoch) {
-                    continue;
+                    redial.connected();
                 }
+                redial.ended(Instant::now());
             }
             Err(e) => {
                 if last_error.as_deref() != Some(e.as_str()) {
                     info!(target: TARGET, local = %shared.cluster.local_host, remote = %link.remote, error = %e, "dial failed; retrying");
                     last_error = Some(e);
                 }
+                redial.failed(Instant::now());
             }
-        }
-        let wait = shared.sleep_until(backoff.next_attempt(started));
-        if let Either::Right(_) = select(wait, &mut shutdown).await {
-            break;
         }
     }
 }

@@ -50,6 +50,83 @@ impl Backoff {
     }
 }
 
+/// A dialer's schedule: when to start the next attempt, given how the last one went
+/// (`PROTOCOL.md` §4.3). The first attempt is immediate; a failed attempt (dial error,
+/// refused handshake) waits [`Backoff`] after it *started*; a session that ran and
+/// ended is redialled at once.
+#[derive(Clone, Debug)]
+pub struct Redial {
+    backoff: Backoff,
+    state: RedialState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RedialState {
+    /// Waiting until the instant to dial.
+    Waiting(Instant),
+    /// An attempt that started at this instant is under way.
+    Attempting(Instant),
+    /// A session is up.
+    Connected,
+}
+
+impl Redial {
+    /// A schedule whose first attempt is due at `now`.
+    pub fn new(backoff: Backoff, now: Instant) -> Redial {
+        Redial {
+            backoff,
+            state: RedialState::Waiting(now),
+        }
+    }
+
+    /// Whether to start an attempt now; if so, the attempt is under way.
+    #[must_use]
+    pub fn poll_dial(&mut self, now: Instant) -> bool {
+        match self.state {
+            RedialState::Waiting(at) if at <= now => {
+                self.state = RedialState::Attempting(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When [`Redial::poll_dial`] will next say yes, if it is waiting.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            RedialState::Waiting(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Whether an attempt is under way.
+    pub fn is_attempting(&self) -> bool {
+        matches!(self.state, RedialState::Attempting(_))
+    }
+
+    /// The attempt failed (or its handshake was refused): wait before the next.
+    pub fn failed(&mut self, now: Instant) {
+        let started = match self.state {
+            RedialState::Attempting(at) => at,
+            _ => now,
+        };
+        self.state = RedialState::Waiting(self.backoff.next_attempt(started).max(now));
+    }
+
+    /// The attempt's handshake succeeded.
+    pub fn connected(&mut self) {
+        self.state = RedialState::Connected;
+    }
+
+    /// The session ended: redial at once if it had connected, else as a failure.
+    pub fn ended(&mut self, now: Instant) {
+        match self.state {
+            RedialState::Connected => self.state = RedialState::Waiting(now),
+            _ => self.failed(now),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +150,35 @@ mod tests {
         let next = Backoff::new(1, min, max).next_attempt(t0);
         assert!(next >= t0 + min && next < t0 + max);
         assert_eq!(Backoff::new(1, min, min).next_delay(), min);
+    }
+
+    #[test]
+    fn redial_follows_the_protocols_schedule() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(2));
+        let t0 = Instant::now();
+        let mut r = Redial::new(Backoff::new(3, min, max), t0);
+        // First attempt at once, and only one at a time.
+        assert!(r.poll_dial(t0));
+        assert!(!r.poll_dial(t0));
+        assert!(r.is_attempting());
+        // A failed attempt waits 1-2 s from its start.
+        r.failed(t0 + Duration::from_millis(300));
+        let next = r.poll_timeout().unwrap();
+        assert!(next >= t0 + min && next < t0 + max, "{:?}", next - t0);
+        assert!(!r.poll_dial(next - Duration::from_millis(1)));
+        assert!(r.poll_dial(next));
+        // An attempt slower than the spacing is followed at once.
+        r.failed(next + Duration::from_secs(5));
+        assert_eq!(r.poll_timeout(), Some(next + Duration::from_secs(5)));
+        let t1 = next + Duration::from_secs(5);
+        assert!(r.poll_dial(t1));
+        // A session that ran is redialled at once when it ends.
+        r.connected();
+        assert_eq!(r.poll_timeout(), None);
+        r.ended(t1 + Duration::from_secs(60));
+        assert!(r.poll_dial(t1 + Duration::from_secs(60)));
+        // A session refused in its handshake counts as a failure.
+        r.ended(t1 + Duration::from_secs(61));
+        assert!(r.poll_timeout().unwrap() >= t1 + Duration::from_secs(61));
     }
 }

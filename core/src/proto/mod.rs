@@ -21,7 +21,7 @@ pub use config::{
 };
 pub use error::{CallError, LostReason, SendError};
 pub use event::{Dir, Event, MuxKey, Read};
-pub use link::{Backoff, should_dial};
+pub use link::{Backoff, Redial, should_dial};
 pub use session::{Role, Session, Transmit};
 pub use stats::Stats;
 
