@@ -7,9 +7,12 @@
 //! - [`codec`]: frames, merged containers, control payloads, subroute IDs and the
 //!   "who dials" rule;
 //! - [`proto`]: the per-link state machine (handshake, requests, streams, keepalive);
-//! - `driver` (feature `driver`): the runtime-agnostic async API.
+//! - `driver` (feature `driver`): the runtime-agnostic async API;
+//! - `typed` (feature `driver`): typed handlers and calls over serde and msgpack.
 
 pub mod codec;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod proto;
+#[cfg(feature = "driver")]
+pub mod typed;
