@@ -1,6 +1,7 @@
 //! Grid's conformance tools: the `gridwire` inspector, the deterministic simulation,
-//! the async suite shared by every runtime, and the benchmarks.
+//! the async suites (byte-level and typed) shared by every runtime, and the benchmarks.
 
 pub mod logs;
 pub mod suite;
+pub mod typed_suite;
 pub mod wire;

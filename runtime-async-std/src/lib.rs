@@ -29,6 +29,7 @@ use std::time::Instant;
 pub use grid_core::codec;
 pub use grid_core::driver::*;
 pub use grid_core::proto::{CallError, Config, RegisterError};
+pub use grid_core::typed;
 pub use grid_core::{self as core};
 use smol::net::{TcpListener, TcpStream};
 

@@ -29,6 +29,7 @@ use async_tungstenite::tokio::TokioAdapter;
 pub use grid_core::codec;
 pub use grid_core::driver::*;
 pub use grid_core::proto::{CallError, Config, RegisterError};
+pub use grid_core::typed;
 pub use grid_core::{self as core};
 
 /// The tokio binding of [`Runtime`].

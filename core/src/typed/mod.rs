@@ -252,9 +252,10 @@ fn decode<T: Message>(payload: &[u8]) -> Result<T, Error> {
     })
 }
 
-/// Joins a definition's route and a registration's route with `/`.
-fn join_route(base: Option<&str>, extra: Option<&str>) -> Option<String> {
-    match (base, extra) {
+/// The route a handler is registered on: the registration's route, then the
+/// definition's (as a call on `conn.subroute(outer)` reaches it).
+fn join_route(outer: Option<&str>, inner: Option<&str>) -> Option<String> {
+    match (outer, inner) {
         (Some(a), Some(b)) => Some(format!("{a}/{b}")),
         (Some(a), None) | (None, Some(a)) => Some(a.to_owned()),
         (None, None) => None,

@@ -118,9 +118,9 @@ where
         self.register_inner(builder, None, f)
     }
 
-    /// Registers `f` as this handler on subroute `route` (joined with `/` after the
-    /// definition's own subroute, if it has one). Callers reach it through
-    /// `connection.subroute(route)`.
+    /// Registers `f` as this handler on subroute `route`, a route known only at run time
+    /// (MinIO: a drive's path). A definition with its own subroute is registered at
+    /// `route/<its subroute>`. Callers reach it by calling on `connection.subroute(route)`.
     pub fn register_on<F, Fut>(
         &self,
         builder: ManagerBuilder,
@@ -155,15 +155,15 @@ where
                     .map_err(|e| RemoteError(format!("encode response: {e}")))
             }
         };
-        match join_route(self.route, route) {
+        match join_route(route, self.route) {
             Some(r) => builder.single_on(self.id, &r, handler),
             None => builder.single(self.id, handler),
         }
     }
 
-    /// Calls the handler on `conn` (on the definition's subroute, if it has one, below
-    /// any subroute of `conn`). Without a deadline the protocol's default (60 s)
-    /// applies.
+    /// Calls the handler on `conn`: on `conn`'s subroute, if it has one, followed by the
+    /// definition's, if it has one (joined with `/`). Without a deadline the protocol's
+    /// default (60 s) applies.
     ///
     /// The request is encoded before this returns, so the future borrows nothing.
     pub fn call(

@@ -199,8 +199,9 @@ where
         self.register_inner(builder, None, f)
     }
 
-    /// Registers `f` on subroute `route` (joined with `/` after the definition's own
-    /// subroute, if it has one). Callers reach it through `connection.subroute(route)`.
+    /// Registers `f` on subroute `route`, a route known only at run time. A definition
+    /// with its own subroute is registered at `route/<its subroute>`. Callers reach it
+    /// by calling on `connection.subroute(route)`.
     pub fn register_on<F, Fut>(
         &self,
         builder: ManagerBuilder,
@@ -264,14 +265,14 @@ where
                 .await
             }
         };
-        match join_route(self.route, route) {
+        match join_route(route, self.route) {
             Some(r) => builder.stream_on(self.id, &r, self.opts, handler),
             None => builder.stream(self.id, self.opts, handler),
         }
     }
 
-    /// Opens the stream on `conn` (on the definition's subroute, if it has one, below
-    /// any subroute of `conn`), sending `payload` unless the stream has none (then
+    /// Opens the stream on `conn` (on `conn`'s subroute, if it has one, followed by the
+    /// definition's, if it has one), sending `payload` unless the stream has none (then
     /// pass `&NoPayload`). Like [`Connection::new_stream`], it fails at once with
     /// `UnknownHandler` if this side has not registered the stream.
     pub fn call(&self, conn: &Connection, payload: &P) -> Result<Stream<I, O>, Error> {
