@@ -1,7 +1,7 @@
 //! One link's state machine: handshake, both mux tables, sequence numbers, credits,
 //! liveness, keepalive and the outbound queue.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use tracing::{debug, trace, warn};
 
 use super::bug::bug;
 use super::config::{Cluster, HandlerKey, HandlerKind, link_uses_crc};
+use super::muxmap::{MuxMap, mux_map};
 use super::timer::{ConnTimer, ConnTimers, MuxTimer, MuxTimers};
 use super::{CallError, Dir, Event, LostReason, MuxKey, Read, SendError, Stats};
 use crate::codec::{
@@ -48,9 +49,12 @@ pub struct Transmit {
 
 /// A call we started.
 #[derive(Debug)]
+///
+/// A stream's state is boxed: the table then holds small values (a single request's is
+/// a deadline), which its inserts and removals move cheaply.
 enum ClientMux {
     Single { deadline: Instant },
-    Stream(ClientStream),
+    Stream(Box<ClientStream>),
 }
 
 #[derive(Debug)]
@@ -76,9 +80,11 @@ struct ClientStream {
 
 /// A call the peer started.
 #[derive(Debug)]
+///
+/// Boxed for the same reason as [`ClientMux`].
 enum ServerMux {
     Single { seq: u32, deadline: Option<Instant> },
-    Stream(ServerStream),
+    Stream(Box<ServerStream>),
 }
 
 #[derive(Debug)]
@@ -174,8 +180,8 @@ pub struct Session {
     remote_id: Option<[u8; 16]>,
     base_flags: Flags,
     wall_base: (Instant, Time),
-    outgoing: BTreeMap<u64, ClientMux>,
-    incoming: BTreeMap<u64, ServerMux>,
+    outgoing: MuxMap<ClientMux>,
+    incoming: MuxMap<ServerMux>,
     next_mux_id: u64,
     queue: VecDeque<Frame>,
     queued_bytes: usize,
@@ -199,8 +205,8 @@ impl Session {
             remote_id: None,
             base_flags: Flags::CRC,
             wall_base: (now, wall),
-            outgoing: BTreeMap::new(),
-            incoming: BTreeMap::new(),
+            outgoing: mux_map(),
+            incoming: mux_map(),
             next_mux_id: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -478,7 +484,10 @@ impl Session {
             self.queue.clear();
             self.queued_bytes = 0;
         }
-        for (id, mux) in std::mem::take(&mut self.outgoing) {
+        // In ID order, whatever order the tables keep.
+        let mut outgoing: Vec<(u64, ClientMux)> = self.outgoing.drain().collect();
+        outgoing.sort_unstable_by_key(|(id, _)| *id);
+        for (id, mux) in outgoing {
             self.events.push_back(match mux {
                 ClientMux::Single { .. } => Event::Response {
                     mux_id: id,
@@ -490,7 +499,9 @@ impl Session {
                 },
             });
         }
-        for id in std::mem::take(&mut self.incoming).into_keys() {
+        let mut incoming: Vec<u64> = self.incoming.drain().map(|(id, _)| id).collect();
+        incoming.sort_unstable();
+        for id in incoming {
             self.events.push_back(Event::Closed {
                 key: MuxKey::incoming(id),
                 error: CallError::Disconnected,
@@ -886,7 +897,7 @@ impl Session {
         }
         self.outgoing.insert(
             id,
-            ClientMux::Stream(ClientStream {
+            ClientMux::Stream(Box::new(ClientStream {
                 in_capacity,
                 out_capacity,
                 send_seq: 1,
@@ -901,7 +912,7 @@ impl Session {
                 deadline,
                 tick,
                 last_pong: now,
-            }),
+            })),
         );
         let flags = Flags::NONE.set(Flags::EOF, in_capacity == 0).set(
             Flags::PAYLOAD_IS_ZERO,
@@ -1313,7 +1324,7 @@ impl Session {
         let ack_seq = next_seq(&mut send_seq);
         self.incoming.insert(
             f.mux_id,
-            ServerMux::Stream(ServerStream {
+            ServerMux::Stream(Box::new(ServerStream {
                 in_capacity,
                 out_capacity,
                 send_seq,
@@ -1327,7 +1338,7 @@ impl Session {
                 deadline,
                 tick,
                 last_ping: now,
-            }),
+            })),
         );
         let ack = self.frame(Op::AckMux, f.mux_id, ack_seq, Flags::NONE, Bytes::new());
         self.queue_frame(ack);

@@ -498,3 +498,48 @@ fn after_loss(n: &mut Node, keys: &[MuxKey]) {
     assert_eq!(n.s.poll_event(), None);
     assert_eq!(n.s.stats().queued_frames, 0);
 }
+
+#[test]
+fn loss_ends_the_muxes_in_id_order_outgoing_first() {
+    let mut p = Pair::connected();
+    // Enough muxes of both kinds that a table's own order would show.
+    let a_out: Vec<u64> = (0..300)
+        .map(|i| {
+            if i % 3 == 0 {
+                p.a.s.open_stream(p.now, WIDE, None, None).unwrap()
+            } else {
+                p.a.s.request(p.now, ECHO, pattern(8), None).unwrap()
+            }
+        })
+        .collect();
+    let b_out: Vec<u64> = (0..300)
+        .map(|i| {
+            if i % 2 == 0 {
+                p.b.s.open_stream(p.now, WIDE, None, None).unwrap()
+            } else {
+                p.b.s.request(p.now, ECHO, pattern(8), None).unwrap()
+            }
+        })
+        .collect();
+    p.drive();
+    p.a.take_events();
+    p.b.take_events();
+    assert_eq!(p.a.s.stats().outgoing_muxes, a_out.len());
+    assert_eq!(p.a.s.stats().incoming_muxes, b_out.len());
+    p.a.s.close(LostReason::Local);
+    let mut order = Vec::new();
+    while let Some(e) = p.a.s.poll_event() {
+        match e {
+            Event::Response { mux_id, .. } => order.push(MuxKey::outgoing(mux_id)),
+            Event::Closed { key, .. } => order.push(key),
+            Event::Lost(_) => break,
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    let want: Vec<MuxKey> = a_out
+        .iter()
+        .map(|id| MuxKey::outgoing(*id))
+        .chain(b_out.iter().map(|id| MuxKey::incoming(*id)))
+        .collect();
+    assert_eq!(order, want);
+}
