@@ -2,6 +2,7 @@
 //! the async suites (byte-level and typed) shared by every runtime, and the benchmarks.
 
 pub mod logs;
+pub mod sim;
 pub mod suite;
 pub mod typed_suite;
 pub mod wire;
