@@ -470,6 +470,20 @@ impl Sim {
         )
     }
 
+    /// Tells every session of `node` its (possibly jumped) wall clock.
+    fn sync_wall(&mut self, node: usize) {
+        let wall = self.wall(node);
+        for c in self.conns.values_mut() {
+            for side in 0..2 {
+                if c.nodes[side] == node {
+                    if let Some(s) = c.sessions[side].as_mut() {
+                        s.set_wall_clock(self.now, wall);
+                    }
+                }
+            }
+        }
+    }
+
     fn schedule(&mut self, at: Instant, w: Work) {
         self.work_seq += 1;
         self.work.insert((at, self.work_seq), w);
@@ -1288,16 +1302,7 @@ impl Sim {
                 let node = self.rng.below(n as u64) as usize;
                 let jump = self.rng.below(600) as i64 - 300;
                 self.nodes[node].skew_secs += jump;
-                let wall = self.wall(node);
-                for c in self.conns.values_mut() {
-                    for side in 0..2 {
-                        if c.nodes[side] == node {
-                            if let Some(s) = c.sessions[side].as_mut() {
-                                s.set_wall_clock(self.now, wall);
-                            }
-                        }
-                    }
-                }
+                self.sync_wall(node);
                 let until = self.now + self.rng.millis(100, 20_000);
                 self.note(&[34, node as u64], || {
                     format!("n{node} clock jumps {jump}s")
@@ -1367,16 +1372,7 @@ impl Sim {
             }
             Work::Heal(Heal::Clock(node)) => {
                 self.nodes[node].skew_secs = 0;
-                let wall = self.wall(node);
-                for c in self.conns.values_mut() {
-                    for side in 0..2 {
-                        if c.nodes[side] == node {
-                            if let Some(s) = c.sessions[side].as_mut() {
-                                s.set_wall_clock(self.now, wall);
-                            }
-                        }
-                    }
-                }
+                self.sync_wall(node);
             }
             Work::Heal(Heal::Latency(id)) => {
                 if let Some(c) = self.conns.get_mut(&id) {
@@ -1601,16 +1597,7 @@ impl Sim {
             n.skew_secs = 0;
         }
         for i in 0..self.nodes.len() {
-            let wall = self.wall(i);
-            for c in self.conns.values_mut() {
-                for side in 0..2 {
-                    if c.nodes[side] == i {
-                        if let Some(s) = c.sessions[side].as_mut() {
-                            s.set_wall_clock(self.now, wall);
-                        }
-                    }
-                }
-            }
+            self.sync_wall(i);
         }
         let resumes: Vec<(usize, u64, u64)> = self
             .nodes

@@ -28,6 +28,9 @@ pub const HANG: u8 = 3;
 pub const ONLY_FIRST: u8 = 4;
 /// Panics.
 pub const PANIC: u8 = 5;
+/// Panics in the handler closure itself, before it returns a future (on an empty
+/// request; echoes otherwise).
+pub const PANIC_EARLY: u8 = 6;
 /// Stream (1/1): answers each item with the initial payload followed by the item.
 pub const STREAM_ECHO: u8 = 10;
 /// Stream without input (0/1): sends as many one-byte items as the payload's first byte
@@ -130,6 +133,12 @@ pub fn handlers(b: ManagerBuilder, probe: &Arc<Probe>, first: bool) -> ManagerBu
                     panic!("handler exploded");
                 }
                 Ok(Bytes::new())
+            })
+        })
+        .and_then(|b| {
+            b.single(PANIC_EARLY, |r: Request| {
+                assert!(!r.payload.is_empty(), "exploded before its first await");
+                async move { Ok(r.payload) }
             })
         })
         .and_then(|b| b.stream(STREAM_ECHO, StreamOptions::default(), stream_echo))
@@ -417,6 +426,11 @@ pub async fn single_roundtrips(rt: Arc<dyn Runtime>) {
                     panic!("panic did not become a remote error");
                 };
                 assert!(text.contains("handler exploded"), "{text}");
+                let Err(CallError::Remote(text)) = conn.request(PANIC_EARLY, Bytes::new()).await
+                else {
+                    panic!("an early panic did not become a remote error");
+                };
+                assert!(text.contains("exploded before its first await"), "{text}");
                 // The link survived all of it.
                 assert_eq!(conn.request(ECHO, small.clone()).await.unwrap(), small);
             }

@@ -21,7 +21,7 @@ use futures_util::future::{Either, FutureExt, select};
 use futures_util::{SinkExt, StreamExt};
 use tracing::{debug, error, info, warn};
 
-use super::handler::{Cancelled, Handlers, Input, Output, Request, StreamCtx};
+use super::handler::{Cancelled, Handlers, Input, Output, RemoteError, Request, StreamCtx};
 use super::runtime::{BoxFuture, BoxIo, Runtime};
 use super::signal::{Notify, Signal, Tasks};
 use super::ws;
@@ -515,32 +515,20 @@ impl Link {
             }
             return;
         };
-        let cancel = Signal::new();
-        st.slots.insert(
-            MuxKey::incoming(id),
-            Slot {
-                cancel: Some(cancel.clone()),
-                ..Slot::default()
-            },
-        );
         let req = Request {
             payload,
             remote: self.remote.clone(),
             subroute: self.shared.handlers.route(&handler),
         };
-        let link = self.clone();
-        self.shared.spawn(async move {
-            let run = AssertUnwindSafe(f(req)).catch_unwind();
-            match select(run, cancel.wait()).await {
-                Either::Left((Ok(r), _)) => link.respond(epoch, id, r.map_err(|e| e.0)),
-                Either::Left((Err(panic), _)) => {
-                    let text = panic_text(&panic);
-                    error!(target: "grid::handler", remote = %link.remote, ?handler, %text, "handler panicked");
-                    link.respond(epoch, id, Err(format!("handleMessages: panic recovered: {text}")));
-                }
-                Either::Right(_) => {}
-            }
-        });
+        self.run_handler(
+            st,
+            epoch,
+            id,
+            handler,
+            "handleMessages: panic recovered: ",
+            move |_| f(req),
+            Link::respond,
+        );
     }
 
     fn spawn_stream(
@@ -562,6 +550,52 @@ impl Link {
             self.shared.cluster.registry.get(&handler),
             Some(HandlerKind::Stream { in_capacity, .. }) if in_capacity > 0
         );
+        let link = self.clone();
+        let start = move |cancel: Signal| {
+            let ctx = StreamCtx {
+                payload,
+                input: has_input.then(|| Input {
+                    link: link.clone(),
+                    epoch,
+                    id,
+                    done: false,
+                }),
+                output: Output {
+                    link: link.clone(),
+                    epoch,
+                    id,
+                },
+                cancelled: Cancelled::new(cancel),
+                remote: link.remote.clone(),
+                subroute: link.shared.handlers.route(&handler),
+            };
+            f(ctx)
+        };
+        self.run_handler(
+            st,
+            epoch,
+            id,
+            handler,
+            "handler panic: ",
+            start,
+            Link::finish,
+        );
+    }
+
+    /// Runs an incoming call's handler in a task. The call's cancellation drops the
+    /// handler's future; a panic, even before its first await, becomes the call's error
+    /// (`panic_prefix` + the panic's text); the outcome goes to `done`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_handler<T: Send + 'static>(
+        self: &Arc<Self>,
+        st: &mut LinkState,
+        epoch: u64,
+        id: u64,
+        handler: HandlerKey,
+        panic_prefix: &'static str,
+        start: impl FnOnce(Signal) -> BoxFuture<'static, Result<T, RemoteError>> + Send + 'static,
+        done: fn(&Link, u64, u64, Result<T, String>),
+    ) {
         let cancel = Signal::new();
         st.slots.insert(
             MuxKey::incoming(id),
@@ -570,32 +604,17 @@ impl Link {
                 ..Slot::default()
             },
         );
-        let ctx = StreamCtx {
-            payload,
-            input: has_input.then(|| Input {
-                link: self.clone(),
-                epoch,
-                id,
-                done: false,
-            }),
-            output: Output {
-                link: self.clone(),
-                epoch,
-                id,
-            },
-            cancelled: Cancelled::new(cancel.clone()),
-            remote: self.remote.clone(),
-            subroute: self.shared.handlers.route(&handler),
-        };
         let link = self.clone();
+        let c = cancel.clone();
+        let run = AssertUnwindSafe(futures_util::future::lazy(move |_| start(c)).flatten())
+            .catch_unwind();
         self.shared.spawn(async move {
-            let run = AssertUnwindSafe(f(ctx)).catch_unwind();
-            match select(run, cancel.wait()).await {
-                Either::Left((Ok(r), _)) => link.finish(epoch, id, r.map_err(|e| e.0)),
+            match select(Box::pin(run), cancel.wait()).await {
+                Either::Left((Ok(r), _)) => done(&link, epoch, id, r.map_err(|e| e.0)),
                 Either::Left((Err(panic), _)) => {
                     let text = panic_text(&panic);
-                    error!(target: "grid::handler", remote = %link.remote, ?handler, %text, "stream handler panicked");
-                    link.finish(epoch, id, Err(format!("handler panic: {text}")));
+                    error!(target: "grid::handler", remote = %link.remote, ?handler, %text, "handler panicked");
+                    done(&link, epoch, id, Err(format!("{panic_prefix}{text}")));
                 }
                 Either::Right(_) => {}
             }
