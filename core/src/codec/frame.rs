@@ -375,14 +375,99 @@ pub fn crc(bytes: &[u8]) -> u32 {
 /// The parsed header of a frame: the fields, and where its trailing bytes lie.
 pub(crate) struct Parsed {
     pub(crate) frame: Frame,
-    /// The bytes between the end of the array and the trailers (OpMerged's inner frames).
+    /// The bytes between the end of the array and the trailers (OpMerged's inner frames),
+    /// relative to the frame's start.
     pub(crate) rest: std::ops::Range<usize>,
 }
 
-/// Parses one frame that fills `buf` exactly (its trailers are at the end of `buf`).
-///
-/// `base` is the offset of `buf` within the whole message, for error positions.
-pub(crate) fn parse(buf: &Bytes, base: usize) -> Result<Parsed, DecodeError> {
+/// The 7-array's fields, with the payload as a range of the frame's bytes.
+struct Header {
+    mux_id: u64,
+    seq: u32,
+    deadline_ms: u32,
+    handler: u8,
+    op: u8,
+    flags: u8,
+    payload: std::ops::Range<usize>,
+}
+
+/// An unsigned integer in one of the forms a conforming encoder writes (positive fixint,
+/// uint 8/16/32/64), or `None` for anything else.
+#[inline(always)]
+fn fast_uint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let p = *pos;
+    let b = *buf.get(p)?;
+    if b < 0x80 {
+        *pos = p + 1;
+        return Some(b as u64);
+    }
+    let (len, v) = match b {
+        msgpack::UINT8 => (1, *buf.get(p + 1)? as u64),
+        msgpack::UINT16 => (
+            2,
+            u16::from_be_bytes(buf.get(p + 1..p + 3)?.try_into().ok()?) as u64,
+        ),
+        msgpack::UINT32 => (
+            4,
+            u32::from_be_bytes(buf.get(p + 1..p + 5)?.try_into().ok()?) as u64,
+        ),
+        msgpack::UINT64 => (
+            8,
+            u64::from_be_bytes(buf.get(p + 1..p + 9)?.try_into().ok()?),
+        ),
+        _ => return None,
+    };
+    *pos = p + 1 + len;
+    Some(v)
+}
+
+/// The header as every conforming encoder writes it, read without building errors:
+/// `None` for anything else (other integer forms, out-of-range values, truncation), in
+/// which case [`header_checked`] reads it again and says exactly what is wrong. Both
+/// accept the same inputs with the same results wherever this one answers.
+#[inline]
+fn header_fast(buf: &[u8]) -> Option<Header> {
+    if *buf.first()? != ARRAY7 {
+        return None;
+    }
+    let mut pos = 1;
+    let mux_id = fast_uint(buf, &mut pos)?;
+    let seq = u32::try_from(fast_uint(buf, &mut pos)?).ok()?;
+    let deadline_ms = u32::try_from(fast_uint(buf, &mut pos)?).ok()?;
+    let handler = u8::try_from(fast_uint(buf, &mut pos)?).ok()?;
+    let op = u8::try_from(fast_uint(buf, &mut pos)?).ok()?;
+    let flags = u8::try_from(fast_uint(buf, &mut pos)?).ok()?;
+    let (len, header) = match *buf.get(pos)? {
+        msgpack::BIN8 => (*buf.get(pos + 1)? as usize, 2),
+        msgpack::BIN16 => (
+            u16::from_be_bytes(buf.get(pos + 1..pos + 3)?.try_into().ok()?) as usize,
+            3,
+        ),
+        msgpack::BIN32 => (
+            u32::from_be_bytes(buf.get(pos + 1..pos + 5)?.try_into().ok()?) as usize,
+            5,
+        ),
+        _ => return None,
+    };
+    let start = pos + header;
+    let end = start.checked_add(len)?;
+    if end > buf.len() {
+        return None;
+    }
+    Some(Header {
+        mux_id,
+        seq,
+        deadline_ms,
+        handler,
+        op,
+        flags,
+        payload: start..end,
+    })
+}
+
+/// The header read field by field, with an exact error for whatever is wrong.
+#[cold]
+fn header_checked(buf: &[u8], base: usize) -> Result<Header, DecodeError> {
     let at = |e: DecodeError| e.shifted(base);
     let mut r = Reader::new(buf);
     let len = r.read_array_len("frame array").map_err(at)?;
@@ -393,10 +478,39 @@ pub(crate) fn parse(buf: &Bytes, base: usize) -> Result<Parsed, DecodeError> {
     let seq = r.read_uint_max("Seq", u32::MAX as u64).map_err(at)? as u32;
     let deadline_ms = r.read_uint_max("DeadlineMS", u32::MAX as u64).map_err(at)? as u32;
     let handler = r.read_uint_max("Handler", 255).map_err(at)? as u8;
-    let op = Op::from_u8(r.read_uint_max("Op", 255).map_err(at)? as u8);
-    let flags = Flags(r.read_uint_max("Flags", 255).map_err(at)? as u8);
+    let op = r.read_uint_max("Op", 255).map_err(at)? as u8;
+    let flags = r.read_uint_max("Flags", 255).map_err(at)? as u8;
     let payload = r.read_bin_range("Payload").map_err(at)?;
-    let array_end = r.pos();
+    Ok(Header {
+        mux_id,
+        seq,
+        deadline_ms,
+        handler,
+        op,
+        flags,
+        payload,
+    })
+}
+
+/// Parses one frame that fills `msg[range]` exactly (its trailers are at its end); the
+/// payload is a slice of `msg`.
+///
+/// `base` is the offset of the frame within the whole message, for error positions.
+pub(crate) fn parse(
+    msg: &Bytes,
+    range: std::ops::Range<usize>,
+    base: usize,
+) -> Result<Parsed, DecodeError> {
+    let buf = &msg[range.clone()];
+    let h = match header_fast(buf) {
+        Some(h) => h,
+        None => header_checked(buf, base)?,
+    };
+    let (mux_id, seq, deadline_ms, handler) = (h.mux_id, h.seq, h.deadline_ms, h.handler);
+    let op = Op::from_u8(h.op);
+    let flags = Flags(h.flags);
+    let payload = h.payload;
+    let array_end = payload.end;
 
     let mut end = buf.len();
     if flags.contains(Flags::CRC) {
@@ -452,9 +566,100 @@ pub(crate) fn parse(buf: &Bytes, base: usize) -> Result<Parsed, DecodeError> {
             handler,
             op,
             flags,
-            payload: buf.slice(payload),
+            payload: msg.slice(range.start + payload.start..range.start + payload.end),
             subroute,
         },
         rest: array_end..end,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Both header readers on `buf`: wherever the fast one answers, the checked one
+    /// accepts with the same fields.
+    fn agree(buf: &[u8]) {
+        if let Some(f) = header_fast(buf) {
+            let c = header_checked(buf, 0).expect("checked reader rejects a fast header");
+            assert_eq!(
+                (
+                    f.mux_id,
+                    f.seq,
+                    f.deadline_ms,
+                    f.handler,
+                    f.op,
+                    f.flags,
+                    f.payload
+                ),
+                (
+                    c.mux_id,
+                    c.seq,
+                    c.deadline_ms,
+                    c.handler,
+                    c.op,
+                    c.flags,
+                    c.payload
+                )
+            );
+        }
+    }
+
+    fn frame(mux_id: u64, seq: u32, deadline_ms: u32, payload_len: usize) -> Frame {
+        let mut f = Frame::new(Op::MuxServerMsg);
+        f.mux_id = mux_id;
+        f.seq = seq;
+        f.deadline_ms = deadline_ms;
+        f.handler = 200;
+        f.flags = Flags::CRC;
+        f.payload = vec![7u8; payload_len].into();
+        f
+    }
+
+    #[test]
+    fn the_fast_header_reader_takes_every_width_an_encoder_writes() {
+        for (mux_id, seq, payload) in [
+            (0, 0, 0),
+            (127, 128, 255),
+            (255, 256, 256),
+            (65_535, 65_536, 65_535),
+            (1 << 32, u32::MAX, 65_536),
+            (u64::MAX, 1, 1),
+        ] {
+            let wire = frame(mux_id, seq, seq, payload).to_bytes();
+            assert!(header_fast(&wire).is_some(), "{mux_id} {seq} {payload}");
+            agree(&wire);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_header_readers_agree_on_mangled_frames(
+            mux_id in any::<u64>(),
+            seq in any::<u32>(),
+            len in 0usize..300,
+            flips in proptest::collection::vec((0usize..64, any::<u8>()), 0..4),
+            cut in 0usize..400,
+        ) {
+            let mut wire = frame(mux_id, seq, 0, len).to_bytes().to_vec();
+            for (at, byte) in flips {
+                let at = at % wire.len();
+                wire[at] = byte;
+            }
+            agree(&wire);
+            agree(&wire[..cut.min(wire.len())]);
+        }
+
+        #[test]
+        fn the_header_readers_agree_on_any_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            agree(&bytes);
+            let mut framed = vec![ARRAY7];
+            framed.extend_from_slice(&bytes);
+            agree(&framed);
+        }
+    }
 }

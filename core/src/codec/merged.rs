@@ -110,12 +110,12 @@ impl MergedFrames {
             .read_bin_range("merged inner frame")
             .map_err(|e| e.shifted(self.base + self.pos))?;
         let inner_base = self.base + self.pos + range.start;
-        let inner = self
-            .body
-            .slice(self.pos + range.start..self.pos + range.end);
+        let inner = self.pos + range.start..self.pos + range.end;
         self.pos += range.end;
         self.remaining -= 1;
-        let parsed = frame::parse(&inner, inner_base)?;
+        // Parsed in place: the payload is sliced from the body, with no slice of the
+        // inner frame in between.
+        let parsed = frame::parse(&self.body, inner, inner_base)?;
         if parsed.frame.op == Op::Merged {
             return Err(DecodeError::NestedMerged { at: inner_base });
         }

@@ -299,7 +299,7 @@ pub fn decode(message: &Bytes, max_len: usize) -> Result<Message, DecodeError> {
             max: max_len,
         });
     }
-    let parsed = frame::parse(message, 0)?;
+    let parsed = frame::parse(message, 0..message.len(), 0)?;
     if parsed.frame.op == Op::Merged {
         let base = parsed.rest.start;
         let body = message.slice(parsed.rest);
