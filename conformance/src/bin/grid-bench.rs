@@ -1,0 +1,1083 @@
+//! `grid-bench`: Grid's throughput, latency and memory over real loopback sockets, next
+//! to floors measured in the same run.
+//!
+//! ```text
+//! cargo run --release -p grid-conformance --bin grid-bench -- \
+//!     [--seconds N] [--only single,streams,typed,cluster,memory,runtimes] [--json]
+//! ```
+//!
+//! Every figure runs for `N` seconds (default 2) after a short warm-up, in one process:
+//! both nodes (or all of them) and the callers share the runtime, as do the floors.
+//!
+//! * **single**: 512-byte echo from node 0 to node 1 over their one link, at 1, 16 and
+//!   128 concurrent callers: requests per second, p50 and p99 latency. The floor is a
+//!   minimal request-ID multiplexer on the same WebSocket library (async-tungstenite)
+//!   over the runtime's TCP: each request is one binary message `[8-byte id][payload]`,
+//!   the server runs each request in its own task (as any multiplexer with async
+//!   handlers must) and echoes, the client matches responses to waiters by ID, and each
+//!   side has one writer task that feeds every queued message and flushes once.
+//! * **streams**: one way, 512-byte items (items/s) and 64 KiB items (GB/s), with out
+//!   capacity 1 and 256; and a two-way echo stream (in and out capacity 256). The floor
+//!   sends the same bytes as bare WebSocket binary messages (flushing only when it has
+//!   to wait), and for the echo, echoes them back with 256 messages in flight.
+//! * **typed**: the single-request workload with a small struct through the typed layer
+//!   (msgpack), against raw bytes of the same encoded size.
+//! * **cluster**: 2, 4 and 8 nodes; 32 callers, each call from a random node to another.
+//! * **memory**: 100,000 idle streams (handlers waiting for their cancellation) on one
+//!   link; resident memory before and after, per stream (both ends: caller's and
+//!   handler's session and driver state, the handler's task).
+//! * **runtimes**: async-std's and smol's single-request throughput as a ratio to
+//!   tokio's (from the single figures).
+//!
+//! tokio runs multi-threaded with 2 workers; async-std with its default pool; smol on its
+//! global executor (`SMOL_THREADS`, default 1). `single` and `streams` run on all three,
+//! the other sections on tokio. The machine is shared and noisy: read the ratios, which
+//! compare figures measured back to back in the same run.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_channel::{mpsc, oneshot};
+use futures_util::{SinkExt, StreamExt};
+use grid_conformance::suite::bind;
+use grid_core::driver::{
+    BoxFuture, BoxIo, Connection, Manager, ManagerBuilder, RemoteError, Request, Runtime,
+    StreamCtx, StreamOptions,
+};
+use grid_core::typed::SingleHandler;
+use serde::{Deserialize, Serialize};
+
+const USAGE: &str = "usage: grid-bench [--seconds N] \
+     [--only single,streams,typed,cluster,memory,runtimes] [--json]";
+const SECTIONS: [&str; 6] = [
+    "single", "streams", "typed", "cluster", "memory", "runtimes",
+];
+
+const ECHO: u8 = 1;
+const PUSH_1: u8 = 2;
+const PUSH_256: u8 = 3;
+const ECHO_STREAM: u8 = 4;
+const IDLE: u8 = 5;
+const TYPED: u8 = 6;
+
+const SMALL: usize = 512;
+const LARGE: usize = 64 * 1024;
+const CALLERS: [usize; 3] = [1, 16, 128];
+const IDLE_STREAMS: usize = 100_000;
+
+// ---------------------------------------------------------------------------------------
+// Runtimes
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rt {
+    Tokio,
+    AsyncStd,
+    Smol,
+}
+
+impl Rt {
+    const ALL: [Rt; 3] = [Rt::Tokio, Rt::AsyncStd, Rt::Smol];
+
+    fn name(self) -> &'static str {
+        match self {
+            Rt::Tokio => "tokio",
+            Rt::AsyncStd => "async-std",
+            Rt::Smol => "smol",
+        }
+    }
+
+    /// Runs `f` to completion with this runtime's Grid binding.
+    fn run<F: Future>(self, f: impl FnOnce(Arc<dyn Runtime>) -> F) -> F::Output {
+        match self {
+            Rt::Tokio => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                let out = rt.block_on(async { f(grid_tokio::runtime()).await });
+                rt.shutdown_timeout(Duration::from_secs(1));
+                out
+            }
+            Rt::AsyncStd => async_std::task::block_on(f(grid_async_std::runtime())),
+            Rt::Smol => smol::block_on(f(grid_async_std::smol_runtime())),
+        }
+    }
+}
+
+/// Runs `f` as a task on `rt` (so that it runs where the nodes' tasks run) at once;
+/// the returned future waits for its result.
+fn on<T: Send + 'static>(
+    rt: &Arc<dyn Runtime>,
+    f: impl Future<Output = T> + Send + 'static,
+) -> BoxFuture<'static, T> {
+    let (tx, rx) = oneshot::channel();
+    rt.spawn(Box::pin(async move {
+        let _ = tx.send(f.await);
+    }));
+    Box::pin(async move { rx.await.expect("benchmark task finished") })
+}
+
+async fn sleep(rt: &Arc<dyn Runtime>, d: Duration) {
+    rt.sleep_until(Instant::now() + d).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Results
+
+#[derive(Clone, Copy, Debug, Serialize)]
+enum Goal {
+    /// The ratio must be at least this.
+    AtLeast(f64),
+    /// The ratio must be at most this.
+    AtMost(f64),
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    section: &'static str,
+    runtime: &'static str,
+    figure: String,
+    unit: &'static str,
+    grid: f64,
+    /// What Grid is compared with: the floor, or the reference figure.
+    floor: Option<f64>,
+    ratio: Option<f64>,
+    target: Option<Goal>,
+    met: Option<bool>,
+}
+
+struct Report {
+    json: bool,
+    rows: Vec<Row>,
+    header_printed: bool,
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        section: &'static str,
+        rt: Rt,
+        figure: String,
+        unit: &'static str,
+        grid: f64,
+        floor: Option<f64>,
+        target: Option<Goal>,
+    ) {
+        let ratio = floor.map(|f| grid / f);
+        let met = match (ratio, target) {
+            (Some(r), Some(Goal::AtLeast(t))) => Some(r >= t),
+            (Some(r), Some(Goal::AtMost(t))) => Some(r <= t),
+            _ => None,
+        };
+        let row = Row {
+            section,
+            runtime: rt.name(),
+            figure,
+            unit,
+            grid,
+            floor,
+            ratio,
+            target,
+            met,
+        };
+        if !self.json {
+            if !self.header_printed {
+                self.header_printed = true;
+                println!(
+                    "{:<9} {:<9} {:<34} {:>12} {:>12} {:>7}  {:<8} target",
+                    "section", "runtime", "figure", "grid", "floor/ref", "ratio", "unit"
+                );
+            }
+            println!("{}", line(&row));
+        }
+        self.rows.push(row);
+    }
+}
+
+fn num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn line(r: &Row) -> String {
+    let target = match (r.target, r.met) {
+        (Some(Goal::AtLeast(t)), Some(m)) => {
+            format!(">= {t}x {}", if m { "met" } else { "MISSED" })
+        }
+        (Some(Goal::AtMost(t)), Some(m)) => {
+            format!("<= {t}x {}", if m { "met" } else { "MISSED" })
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{:<9} {:<9} {:<34} {:>12} {:>12} {:>7}  {:<8} {}",
+        r.section,
+        r.runtime,
+        r.figure,
+        num(r.grid),
+        r.floor.map(num).unwrap_or_default(),
+        r.ratio.map(|x| format!("{x:.2}x")).unwrap_or_default(),
+        r.unit,
+        target
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Grid clusters
+
+async fn push_handler(ctx: StreamCtx) -> Result<(), RemoteError> {
+    let p = ctx.payload.clone().unwrap_or_default();
+    let len = u32::from_le_bytes(p[..4].try_into().expect("4-byte size")) as usize;
+    let item = Bytes::from(vec![0x5a; len]);
+    while ctx.output.send(item.clone()).await.is_ok() {}
+    Ok(())
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Small {
+    id: u64,
+    bucket: String,
+    object: String,
+    size: u64,
+    versioned: bool,
+}
+
+const TYPED_HANDLER: SingleHandler<Small, Small> = SingleHandler::new(TYPED);
+
+fn register(b: ManagerBuilder, started: &Arc<AtomicUsize>) -> ManagerBuilder {
+    let started = started.clone();
+    let cap = |in_capacity, out_capacity| StreamOptions {
+        in_capacity,
+        out_capacity,
+    };
+    let b = b
+        .single(ECHO, |r: Request| async move { Ok(r.payload) })
+        .and_then(|b| b.stream(PUSH_1, cap(0, 1), push_handler))
+        .and_then(|b| b.stream(PUSH_256, cap(0, 256), push_handler))
+        .and_then(|b| {
+            b.stream(
+                ECHO_STREAM,
+                cap(256, 256),
+                |mut ctx: StreamCtx| async move {
+                    let mut input = ctx.input.take().expect("echo takes input");
+                    while let Some(item) = input.next().await {
+                        if ctx.output.send(item).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                },
+            )
+        })
+        .and_then(|b| {
+            b.stream(IDLE, cap(0, 1), move |ctx: StreamCtx| {
+                started.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    ctx.cancelled.await;
+                    Ok(())
+                }
+            })
+        })
+        .expect("register");
+    TYPED_HANDLER
+        .register(b, |s: Small| async move { Ok(s) })
+        .expect("register typed")
+}
+
+struct Cluster {
+    nodes: Vec<Manager>,
+    hosts: Vec<String>,
+    started: Arc<AtomicUsize>,
+}
+
+impl Cluster {
+    async fn start(rt: &Arc<dyn Runtime>, n: usize) -> Cluster {
+        let (listeners, hosts) = bind(n);
+        let started = Arc::new(AtomicUsize::new(0));
+        let nodes: Vec<Manager> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                register(Manager::builder(hosts[i].clone(), &hosts), &started)
+                    .listener(l)
+                    .start(rt.clone())
+                    .expect("start")
+            })
+            .collect();
+        let c = Cluster {
+            nodes,
+            hosts,
+            started,
+        };
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    c.conn(i, j).wait_connected().await;
+                }
+            }
+        }
+        c
+    }
+
+    fn conn(&self, from: usize, to: usize) -> Connection {
+        self.nodes[from]
+            .connection(&self.hosts[to])
+            .expect("peer in cluster")
+    }
+
+    async fn stop(self) {
+        for n in &self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The floor: a minimal request-ID multiplexer and bare WebSocket streams
+
+type Ws = WebSocketStream<BoxIo>;
+type WsTx = async_tungstenite::WebSocketSender<BoxIo>;
+type WsRx = async_tungstenite::WebSocketReceiver<BoxIo>;
+
+/// A connected WebSocket pair over the runtime's TCP: (client, server).
+async fn ws_pair(rt: &Arc<dyn Runtime>) -> (Ws, Ws) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = l.local_addr().expect("local addr");
+    l.set_nonblocking(true).expect("nonblocking");
+    let l = rt.listener(l).expect("listener");
+    let server = on(rt, async move {
+        let (io, _) = l.accept().await.expect("accept");
+        async_tungstenite::accept_async(io).await.expect("upgrade")
+    });
+    let io = rt.connect(addr.to_string()).await.expect("connect");
+    let (client, _) = async_tungstenite::client_async(format!("ws://{addr}/floor"), io)
+        .await
+        .expect("upgrade");
+    (client, server.await)
+}
+
+/// One writer per side: feeds every queued message, flushes once, closes at the end.
+async fn ws_writer(mut tx: WsTx, mut rx: mpsc::UnboundedReceiver<Message>) {
+    while let Some(m) = rx.next().await {
+        if tx.feed(m).await.is_err() {
+            return;
+        }
+        while let Ok(m) = rx.try_recv() {
+            if tx.feed(m).await.is_err() {
+                return;
+            }
+        }
+        if tx.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.close(None).await;
+}
+
+/// The floor's client: a request-ID multiplexer.
+struct FloorClient {
+    next_id: AtomicU64,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    out: mpsc::UnboundedSender<Message>,
+}
+
+impl FloorClient {
+    async fn start(rt: &Arc<dyn Runtime>) -> Arc<FloorClient> {
+        let (client, server) = ws_pair(rt).await;
+        // Server: a task per request, responses through one writer.
+        let (stx, srx) = server.split();
+        let (sout, sout_rx) = mpsc::unbounded();
+        rt.spawn(Box::pin(ws_writer(stx, sout_rx)));
+        let rt2 = rt.clone();
+        rt.spawn(Box::pin(floor_serve(rt2, srx, sout)));
+        // Client.
+        let (ctx, crx) = client.split();
+        let (out, out_rx) = mpsc::unbounded();
+        rt.spawn(Box::pin(ws_writer(ctx, out_rx)));
+        let fc = Arc::new(FloorClient {
+            next_id: AtomicU64::new(1),
+            waiters: Mutex::new(HashMap::new()),
+            out,
+        });
+        rt.spawn(Box::pin(floor_read(fc.clone(), crx)));
+        fc
+    }
+
+    async fn call(&self, payload: Bytes) -> Bytes {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut m = BytesMut::with_capacity(8 + payload.len());
+        m.put_u64_le(id);
+        m.extend_from_slice(&payload);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters").insert(id, tx);
+        self.out
+            .unbounded_send(Message::Binary(m.freeze()))
+            .expect("floor writer");
+        rx.await.expect("floor response")
+    }
+
+    fn close(&self) {
+        self.out.close_channel();
+    }
+}
+
+async fn floor_read(fc: Arc<FloorClient>, mut rx: WsRx) {
+    while let Some(Ok(m)) = rx.next().await {
+        if let Message::Binary(b) = m {
+            let id = u64::from_le_bytes(b[..8].try_into().expect("id"));
+            let w = fc.waiters.lock().expect("waiters").remove(&id);
+            if let Some(w) = w {
+                let _ = w.send(b.slice(8..));
+            }
+        }
+    }
+}
+
+async fn floor_serve(rt: Arc<dyn Runtime>, mut rx: WsRx, out: mpsc::UnboundedSender<Message>) {
+    while let Some(Ok(m)) = rx.next().await {
+        let b = match m {
+            Message::Binary(b) => b,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let out = out.clone();
+        rt.spawn(Box::pin(async move {
+            let id = &b[..8];
+            // The handler: an echo.
+            let resp = b.slice(8..);
+            let mut m = BytesMut::with_capacity(8 + resp.len());
+            m.extend_from_slice(id);
+            m.extend_from_slice(&resp);
+            let _ = out.unbounded_send(Message::Binary(m.freeze()));
+        }));
+    }
+}
+
+/// Sends `item` as fast as the socket takes it until the peer goes away.
+async fn floor_push(mut ws: Ws, item: Bytes) {
+    loop {
+        for _ in 0..32 {
+            if ws.feed(Message::Binary(item.clone())).await.is_err() {
+                return;
+            }
+        }
+        if ws.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Echoes every message back, through one batching writer.
+async fn floor_echo_serve(ws: Ws, rt: Arc<dyn Runtime>) {
+    let (tx, mut rx) = ws.split();
+    let (out, out_rx) = mpsc::unbounded();
+    rt.spawn(Box::pin(ws_writer(tx, out_rx)));
+    while let Some(Ok(m)) = rx.next().await {
+        match m {
+            Message::Binary(_) => {
+                let _ = out.unbounded_send(m);
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements
+
+type CallFn = Arc<dyn Fn(Bytes) -> BoxFuture<'static, Bytes> + Send + Sync>;
+
+struct Calls {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn warmup(dur: Duration) -> Duration {
+    (dur / 10).max(Duration::from_millis(100))
+}
+
+/// `callers` tasks call `call` back to back for `dur` (after a warm-up).
+async fn drive(
+    rt: &Arc<dyn Runtime>,
+    callers: usize,
+    dur: Duration,
+    payload: Bytes,
+    call: CallFn,
+) -> Calls {
+    let start = Instant::now() + warmup(dur);
+    let end = start + dur;
+    let (tx, rx) = mpsc::unbounded::<Vec<u32>>();
+    for _ in 0..callers {
+        let (call, p, tx) = (call.clone(), payload.clone(), tx.clone());
+        rt.spawn(Box::pin(async move {
+            let mut lat = Vec::with_capacity(1 << 14);
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let r = call(p.clone()).await;
+                assert_eq!(r.len(), p.len(), "echo");
+                if t0 >= start {
+                    let ns = t0.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+                    lat.push(ns);
+                }
+            }
+            let _ = tx.unbounded_send(lat);
+        }));
+    }
+    drop(tx);
+    let mut all: Vec<u32> = rx.collect::<Vec<_>>().await.concat();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |&ns| ns as f64 / 1000.0)
+    };
+    Calls {
+        per_sec: all.len() as f64 / dur.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+fn grid_call(conn: Connection) -> CallFn {
+    Arc::new(move |p| {
+        let c = conn.clone();
+        Box::pin(async move { c.request(ECHO, p).await.expect("grid echo") })
+    })
+}
+
+fn payload(len: usize) -> Bytes {
+    (0..len).map(|i| (i * 31) as u8).collect::<Vec<u8>>().into()
+}
+
+/// Counts items arriving for `dur` after a warm-up; returns items per second.
+async fn count_for(dur: Duration, mut next: impl FnMut() -> BoxFuture<'static, bool>) -> f64 {
+    let start = Instant::now() + warmup(dur);
+    let end = start + dur;
+    let mut n = 0u64;
+    let mut counting = false;
+    let mut t0 = start;
+    while next().await {
+        let now = Instant::now();
+        if !counting && now >= start {
+            counting = true;
+            t0 = now;
+            n = 0;
+        }
+        n += 1;
+        if now >= end {
+            return n as f64 / (now - t0).as_secs_f64();
+        }
+    }
+    panic!("stream ended early");
+}
+
+async fn grid_push(
+    rt: &Arc<dyn Runtime>,
+    c: &Cluster,
+    handler: u8,
+    len: usize,
+    dur: Duration,
+) -> f64 {
+    let conn = c.conn(0, 1);
+    on(rt, async move {
+        let p = Bytes::copy_from_slice(&(len as u32).to_le_bytes());
+        let s = conn.new_stream(handler, Some(p)).expect("open stream");
+        let resp = Arc::new(futures_util::lock::Mutex::new(s.responses));
+        count_for(dur, || {
+            let r = resp.clone();
+            Box::pin(async move {
+                let item = r.lock().await.next().await;
+                matches!(item, Some(Ok(b)) if b.len() == len)
+            })
+        })
+        .await
+    })
+    .await
+}
+
+async fn floor_push_rate(rt: &Arc<dyn Runtime>, len: usize, dur: Duration) -> f64 {
+    let (client, server) = ws_pair(rt).await;
+    rt.spawn(Box::pin(floor_push(server, payload(len))));
+    on(rt, async move {
+        let ws = Arc::new(futures_util::lock::Mutex::new(client));
+        count_for(dur, || {
+            let ws = ws.clone();
+            Box::pin(async move {
+                let m = ws.lock().await.next().await;
+                matches!(m, Some(Ok(Message::Binary(b))) if b.len() == len)
+            })
+        })
+        .await
+    })
+    .await
+}
+
+async fn grid_echo_stream(rt: &Arc<dyn Runtime>, c: &Cluster, dur: Duration) -> f64 {
+    let conn = c.conn(0, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    on(rt, async move {
+        let s = conn.new_stream(ECHO_STREAM, None).expect("open stream");
+        let mut req = s.requests.expect("echo takes input");
+        let item = payload(SMALL);
+        let rt_stop = stop2.clone();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let sender = async move {
+            while !rt_stop.load(Ordering::Relaxed) {
+                if req.send(item.clone()).await.is_err() {
+                    break;
+                }
+            }
+            drop(req);
+            let _ = done_tx.send(());
+        };
+        let resp = Arc::new(futures_util::lock::Mutex::new(s.responses));
+        let counting = async {
+            let r = count_for(dur, || {
+                let r = resp.clone();
+                Box::pin(async move {
+                    matches!(r.lock().await.next().await, Some(Ok(b)) if b.len() == SMALL)
+                })
+            })
+            .await;
+            stop2.store(true, Ordering::Relaxed);
+            r
+        };
+        let (r, _) = futures_util::future::join(counting, sender).await;
+        drop(done_rx);
+        r
+    })
+    .await
+}
+
+async fn floor_echo_rate(rt: &Arc<dyn Runtime>, dur: Duration) -> f64 {
+    let (client, server) = ws_pair(rt).await;
+    rt.spawn(Box::pin(floor_echo_serve(server, rt.clone())));
+    on(rt, async move {
+        let (mut tx, rx) = client.split();
+        // 256 messages in flight, as the Grid stream's capacities allow.
+        let (mut credit, credits) = mpsc::channel::<()>(255);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let item = payload(SMALL);
+        let sender = async move {
+            while !stop2.load(Ordering::Relaxed) {
+                if credit.try_send(()).is_err() {
+                    // Out of credit: put what is buffered on the wire, then wait.
+                    let ready = std::future::poll_fn(|cx| credit.poll_ready(cx));
+                    if tx.flush().await.is_err()
+                        || ready.await.is_err()
+                        || credit.try_send(()).is_err()
+                    {
+                        break;
+                    }
+                }
+                if tx.feed(Message::Binary(item.clone())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = tx.close(None).await;
+        };
+        let state = Arc::new(futures_util::lock::Mutex::new((rx, credits)));
+        let counting = async {
+            let r = count_for(dur, || {
+                let st = state.clone();
+                Box::pin(async move {
+                    let mut g = st.lock().await;
+                    let (rx, credits) = &mut *g;
+                    let ok =
+                        matches!(rx.next().await, Some(Ok(Message::Binary(b))) if b.len() == SMALL);
+                    let _ = credits.next().await;
+                    ok
+                })
+            })
+            .await;
+            stop.store(true, Ordering::Relaxed);
+            // Let the sender see the stop even if it waits for credit.
+            state.lock().await.1.close();
+            r
+        };
+        futures_util::future::join(counting, sender).await.0
+    })
+    .await
+}
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+// ---------------------------------------------------------------------------------------
+// Sections
+
+struct Opts {
+    dur: Duration,
+    only: Vec<String>,
+}
+
+impl Opts {
+    fn wants(&self, s: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == s)
+    }
+}
+
+fn single(report: &mut Report, o: &Opts, rt: Rt, with_floor: bool) -> Vec<(usize, f64)> {
+    let dur = o.dur;
+    let results = rt.run(|r| async move {
+        let c = Cluster::start(&r, 2).await;
+        let floor = FloorClient::start(&r).await;
+        let p = payload(SMALL);
+        let mut out = Vec::new();
+        for &n in &CALLERS {
+            let g = drive(&r, n, dur, p.clone(), grid_call(c.conn(0, 1))).await;
+            let f = if with_floor {
+                let fc = floor.clone();
+                let call: CallFn = Arc::new(move |p| {
+                    let fc = fc.clone();
+                    Box::pin(async move { fc.call(p).await })
+                });
+                Some(drive(&r, n, dur, p.clone(), call).await)
+            } else {
+                None
+            };
+            out.push((n, g, f));
+        }
+        floor.close();
+        c.stop().await;
+        out
+    });
+    let mut tput = Vec::new();
+    for (n, g, f) in results {
+        let (tgt_rps, tgt_p50) = match n {
+            1 => (None, Some(Goal::AtMost(1.1))),
+            _ => (Some(Goal::AtLeast(1.0)), None),
+        };
+        let fv = |x: fn(&Calls) -> f64| f.as_ref().map(x);
+        let s = "single";
+        let fig = |w: &str| format!("512B echo, {n} callers: {w}");
+        report.add(
+            s,
+            rt,
+            fig("req/s"),
+            "req/s",
+            g.per_sec,
+            fv(|c| c.per_sec),
+            tgt_rps,
+        );
+        report.add(s, rt, fig("p50"), "us", g.p50_us, fv(|c| c.p50_us), tgt_p50);
+        report.add(s, rt, fig("p99"), "us", g.p99_us, fv(|c| c.p99_us), None);
+        tput.push((n, g.per_sec));
+    }
+    tput
+}
+
+fn streams(report: &mut Report, o: &Opts, rt: Rt) {
+    let dur = o.dur;
+    let r = rt.run(|r| async move {
+        let c = Cluster::start(&r, 2).await;
+        let mut out = Vec::new();
+        for len in [SMALL, LARGE] {
+            let f = floor_push_rate(&r, len, dur).await;
+            let g1 = grid_push(&r, &c, PUSH_1, len, dur).await;
+            let g256 = grid_push(&r, &c, PUSH_256, len, dur).await;
+            out.push((len, f, g1, g256));
+        }
+        let fe = floor_echo_rate(&r, dur).await;
+        let ge = grid_echo_stream(&r, &c, dur).await;
+        c.stop().await;
+        (out, fe, ge)
+    });
+    let (one_way, fe, ge) = r;
+    let s = "streams";
+    for (len, f, g1, g256) in one_way {
+        if len == SMALL {
+            let fig = |cap| format!("one way 512B, out cap {cap}");
+            report.add(s, rt, fig(1), "items/s", g1, Some(f), None);
+            report.add(
+                s,
+                rt,
+                fig(256),
+                "items/s",
+                g256,
+                Some(f),
+                Some(Goal::AtLeast(0.5)),
+            );
+        } else {
+            let gb = |x: f64| x * len as f64 / 1e9;
+            let fig = |cap| format!("one way 64KiB, out cap {cap}");
+            report.add(s, rt, fig(1), "GB/s", gb(g1), Some(gb(f)), None);
+            let t = Some(Goal::AtLeast(0.8));
+            report.add(s, rt, fig(256), "GB/s", gb(g256), Some(gb(f)), t);
+        }
+    }
+    report.add(
+        s,
+        rt,
+        "two-way echo 512B, cap 256".into(),
+        "items/s",
+        ge,
+        Some(fe),
+        None,
+    );
+}
+
+fn typed(report: &mut Report, o: &Opts) {
+    let dur = o.dur;
+    let small = Small {
+        id: 42,
+        bucket: "bucket-0001".into(),
+        object: "photos/2026/11/24/IMG_0042.jpg".into(),
+        size: 3_456_789,
+        versioned: true,
+    };
+    let raw_len = grid_core::typed::Message::encode(&small)
+        .expect("encode")
+        .len();
+    let res = Rt::Tokio.run(|r| async move {
+        let c = Cluster::start(&r, 2).await;
+        let mut out = Vec::new();
+        for n in [1, 16] {
+            let conn = c.conn(0, 1);
+            let s = small.clone();
+            // Typed: the struct in, the struct out; `drive` checks lengths, so report
+            // the encoded length.
+            let call: CallFn = Arc::new(move |_p| {
+                let fut = TYPED_HANDLER.call(&conn, &s);
+                Box::pin(async move {
+                    let back = fut.await.expect("typed call");
+                    grid_core::typed::Message::encode(&back).expect("encode")
+                })
+            });
+            let t = drive(&r, n, dur, payload(raw_len), call).await;
+            let raw = drive(&r, n, dur, payload(raw_len), grid_call(c.conn(0, 1))).await;
+            out.push((n, t, raw));
+        }
+        c.stop().await;
+        out
+    });
+    for (n, t, raw) in res {
+        let fig = |w: &str| format!("{raw_len}B struct, {n} callers: {w}");
+        report.add(
+            "typed",
+            Rt::Tokio,
+            fig("req/s"),
+            "req/s",
+            t.per_sec,
+            Some(raw.per_sec),
+            None,
+        );
+        report.add(
+            "typed",
+            Rt::Tokio,
+            fig("p50"),
+            "us",
+            t.p50_us,
+            Some(raw.p50_us),
+            None,
+        );
+    }
+}
+
+fn cluster(report: &mut Report, o: &Opts) {
+    let dur = o.dur;
+    for n in [2, 4, 8] {
+        let rps = Rt::Tokio.run(|r| async move {
+            let c = Cluster::start(&r, n).await;
+            let conns: Arc<Vec<Vec<Option<Connection>>>> = Arc::new(
+                (0..n)
+                    .map(|i| (0..n).map(|j| (i != j).then(|| c.conn(i, j))).collect())
+                    .collect(),
+            );
+            let seed = Arc::new(AtomicU64::new(0x9e37_79b9_7f4a_7c15));
+            let call: CallFn = Arc::new(move |p| {
+                // xorshift on a shared seed: a random (from, to) pair per call.
+                let mut x = seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                x ^= x >> 33;
+                x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+                x ^= x >> 33;
+                let from = (x % n as u64) as usize;
+                let to = (from + 1 + ((x >> 32) % (n as u64 - 1)) as usize) % n;
+                let conn = conns[from][to].clone().expect("distinct nodes");
+                Box::pin(async move { conn.request(ECHO, p).await.expect("cluster echo") })
+            });
+            let res = drive(&r, 32, dur, payload(SMALL), call).await;
+            c.stop().await;
+            res.per_sec
+        });
+        let fig = format!("{n} nodes, 32 callers, random pairs");
+        report.add("cluster", Rt::Tokio, fig, "req/s", rps, None, None);
+    }
+}
+
+fn memory(report: &mut Report) {
+    let (per, total, before) = Rt::Tokio.run(|r| async move {
+        let c = Cluster::start(&r, 2).await;
+        let conn = c.conn(0, 1);
+        // Warm the allocator and the tables with a round of streams first.
+        let open = |k: usize| -> Vec<_> {
+            (0..k)
+                .map(|_| conn.new_stream(IDLE, None).expect("open idle stream"))
+                .collect()
+        };
+        let warm = open(1000);
+        while c.started.load(Ordering::Relaxed) < 1000 {
+            sleep(&r, Duration::from_millis(5)).await;
+        }
+        drop(warm);
+        sleep(&r, Duration::from_millis(200)).await;
+        let before = rss();
+        let base = c.started.load(Ordering::Relaxed);
+        let mut streams = Vec::with_capacity(IDLE_STREAMS);
+        while streams.len() < IDLE_STREAMS {
+            streams.extend(open(2000));
+            while c.started.load(Ordering::Relaxed) < base + streams.len() {
+                sleep(&r, Duration::from_millis(2)).await;
+            }
+        }
+        sleep(&r, Duration::from_millis(200)).await;
+        let after = rss();
+        assert!(
+            c.conn(0, 1).is_connected(),
+            "link survived {IDLE_STREAMS} streams"
+        );
+        drop(streams);
+        c.stop().await;
+        let per = after.saturating_sub(before) as f64 / IDLE_STREAMS as f64;
+        (per, after, before)
+    });
+    let m = "memory";
+    report.add(
+        m,
+        Rt::Tokio,
+        "bytes per idle stream (both ends)".into(),
+        "B",
+        per,
+        None,
+        None,
+    );
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    let fig = "RSS before opening them".to_owned();
+    report.add(m, Rt::Tokio, fig, "MiB", mb(before), None, None);
+    let fig = format!("RSS with {IDLE_STREAMS} idle streams");
+    report.add(m, Rt::Tokio, fig, "MiB", mb(total), None, None);
+}
+
+fn main() -> ExitCode {
+    let mut seconds = 2.0f64;
+    let mut json = false;
+    let mut only = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seconds" => match args.next().and_then(|s| s.parse::<f64>().ok()) {
+                Some(s) if s > 0.0 && s.is_finite() => seconds = s,
+                _ => {
+                    eprintln!("grid-bench: --seconds needs a positive number; {USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--only" => {
+                let list = args.next().unwrap_or_default();
+                for s in list.split(',').filter(|s| !s.is_empty()) {
+                    if !SECTIONS.contains(&s) {
+                        eprintln!("grid-bench: unknown section {s:?}; {USAGE}");
+                        return ExitCode::from(2);
+                    }
+                    only.push(s.to_owned());
+                }
+            }
+            "--json" => json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("grid-bench: unknown argument {other:?}; {USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let o = Opts {
+        dur: Duration::from_secs_f64(seconds),
+        only,
+    };
+    let mut report = Report {
+        json,
+        rows: Vec::new(),
+        header_printed: false,
+    };
+    // Memory first, while the process's heap is still small and unfragmented.
+    if o.wants("memory") {
+        memory(&mut report);
+    }
+    let single_on = o.wants("single");
+    if single_on || o.wants("runtimes") {
+        let mut tputs = Vec::new();
+        for rt in Rt::ALL {
+            tputs.push((rt, single(&mut report, &o, rt, single_on)));
+        }
+        if o.wants("runtimes") {
+            let tokio = tputs[0].1.clone();
+            for (rt, t) in &tputs[1..] {
+                for ((n, x), (_, base)) in t.iter().zip(&tokio) {
+                    let fig = format!("single req/s, {n} callers, vs tokio");
+                    let goal = Some(Goal::AtLeast(0.8));
+                    report.add("runtimes", *rt, fig, "req/s", *x, Some(*base), goal);
+                }
+            }
+        }
+    }
+    if o.wants("streams") {
+        for rt in Rt::ALL {
+            streams(&mut report, &o, rt);
+        }
+    }
+    if o.wants("typed") {
+        typed(&mut report, &o);
+    }
+    if o.wants("cluster") {
+        cluster(&mut report, &o);
+    }
+    if report.json {
+        let doc = serde_json::json!({
+            "seconds": seconds,
+            "rows": report.rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    } else {
+        let missed: Vec<_> = report
+            .rows
+            .iter()
+            .filter(|r| r.met == Some(false))
+            .collect();
+        println!(
+            "\ntargets: {} met, {} missed",
+            report.rows.iter().filter(|r| r.met == Some(true)).count(),
+            missed.len()
+        );
+    }
+    ExitCode::SUCCESS
+}
