@@ -1,7 +1,9 @@
 //! Grid's conformance tools: the `gridwire` inspector, the deterministic simulation,
 //! the async suites (byte-level and typed) shared by every runtime, and the benchmarks.
 
+pub mod hardening;
 pub mod logs;
+pub mod proxy;
 pub mod sim;
 pub mod suite;
 pub mod typed_suite;

@@ -650,7 +650,8 @@ impl Link {
             (st.epoch, st.done.clone())
         };
         let (tx, rx) = ws.split();
-        self.shared.spawn(write_loop(self.clone(), epoch, tx));
+        self.shared
+            .spawn(write_loop(self.clone(), epoch, tx, done.clone()));
         self.shared
             .spawn(read_loop(self.clone(), epoch, rx, done.clone()));
         self.writer.notify();
@@ -717,7 +718,7 @@ type WsSender = async_tungstenite::WebSocketSender<BoxIo>;
 type WsReceiver = async_tungstenite::WebSocketReceiver<BoxIo>;
 
 /// Moves outbound messages from the session to the socket and runs its timers.
-async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender) {
+async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender, done: Signal) {
     let shared = link.shared.clone();
     let stall = shared.cluster.config.write_stall_timeout;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -725,6 +726,7 @@ async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender) {
     let far = || Instant::now() + Duration::from_secs(3600);
     let mut timer_at = far();
     let mut timer = shared.sleep_until(timer_at);
+    let mut ended = done.wait();
     loop {
         let (next, closed) = {
             let mut st = link.lock();
@@ -754,13 +756,17 @@ async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender) {
                 tx.flush().await
             };
             let deadline = shared.sleep_until(Instant::now() + stall);
-            match select(Box::pin(send), deadline).await {
+            // A write blocked on a peer that stopped reading must not outlive its
+            // session: once the session ends (shutdown, reset, lost) stop waiting.
+            // The send is polled first, so a final flush on a healthy socket goes out.
+            match select(Box::pin(send), select(deadline, &mut ended)).await {
                 Either::Left((Ok(()), _)) => {}
                 Either::Left((Err(e), _)) => {
                     link.transport_failed(epoch, format!("write: {e}"));
                     break;
                 }
-                Either::Right(_) => {
+                Either::Right((Either::Right(_), _)) => break,
+                Either::Right((Either::Left(_), _)) => {
                     warn!(target: TARGET, remote = %link.remote, ?stall, "write stalled; dropping link");
                     link.transport_failed(epoch, format!("write stalled for {stall:?}"));
                     break;

@@ -1,0 +1,932 @@
+//! Fault scenarios over real sockets: a two-node cluster whose link runs through a
+//! [`FaultProxy`], and raw TCP clients that misbehave against a manager's listener.
+//!
+//! Written once as `async fn(Arc<dyn Runtime>)` and run on every runtime by
+//! [`crate::hardening_tests!`]. The cluster runs with short timeouts
+//! ([`fast_config`]) so that every fault is detected in well under a second; every
+//! wait is bounded by [`within`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{Either, select};
+use grid_core::codec::should_dial;
+use grid_core::driver::{Connection, Manager, Request, Runtime};
+use grid_core::proto::{CallError, Config};
+
+use crate::proxy::{Dir, FaultProxy};
+use crate::suite::{
+    ECHO, FAIL, HANG, PUSH, Probe, STREAM_ECHO, handlers, test_config, until_link_works, within,
+};
+
+/// Echoes the request after a short pause and records how often each request ID (the
+/// payload's first 8 bytes) ran.
+pub const COUNT: u8 = 20;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Short timeouts so faults are detected fast: pings every 200 ms, lost after 400 ms
+/// without a pong, writes stalled for 300 ms drop the link, handshakes get 300 ms,
+/// reconnects every 20–40 ms, dials 500 ms.
+pub fn fast_config() -> Config {
+    let mut c = test_config();
+    c.ping_interval = Duration::from_millis(200);
+    c.pong_timeout = Duration::from_millis(400);
+    c.write_stall_timeout = Duration::from_millis(300);
+    c.handshake_timeout = Duration::from_millis(300);
+    c.dial_timeout = Duration::from_millis(500);
+    c
+}
+
+/// A dialer and an acceptor whose link runs through a [`FaultProxy`]: the acceptor's
+/// host string names the proxy, which forwards to the acceptor's real listener.
+pub struct Proxied {
+    /// The node that dials.
+    pub dialer: Manager,
+    /// The node that accepts (its host string is the proxy's address).
+    pub acceptor: Manager,
+    /// The proxy on the link.
+    pub proxy: FaultProxy,
+    /// The acceptor's real listener (reachable without the proxy).
+    pub acceptor_addr: SocketAddr,
+    /// What the suite's handlers observed.
+    pub probe: Arc<Probe>,
+    /// Runs of [`COUNT`] by request ID.
+    pub counts: Arc<Mutex<HashMap<u64, u32>>>,
+}
+
+impl Proxied {
+    /// The dialer's connection to the acceptor.
+    pub fn out(&self) -> Connection {
+        self.dialer
+            .connection(self.acceptor.local_host())
+            .expect("peer")
+    }
+
+    /// The acceptor's connection to the dialer.
+    pub fn back(&self) -> Connection {
+        self.acceptor
+            .connection(self.dialer.local_host())
+            .expect("peer")
+    }
+
+    /// Shuts both nodes down and checks that no task is left behind.
+    pub async fn shutdown(self) {
+        for n in [&self.dialer, &self.acceptor] {
+            n.shutdown().await;
+            assert_eq!(n.running_tasks(), 0, "tasks left on {}", n.local_host());
+        }
+    }
+}
+
+/// Starts a [`Proxied`] pair with `config` and the suite's handlers (plus [`COUNT`]),
+/// and waits until the link is up.
+pub async fn proxied(rt: &Arc<dyn Runtime>, config: Config) -> Proxied {
+    // The acceptor's identity is the proxy's address; which side dials depends on the
+    // two host strings, so draw ports until the proxied node is the acceptor.
+    let (dl, al, proxy, dh, ah) = (0..64)
+        .find_map(|_| {
+            let dl = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let al = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let proxy = FaultProxy::start(al.local_addr().expect("addr"));
+            let dh = format!("http://{}", dl.local_addr().expect("addr"));
+            let ah = proxy.host();
+            should_dial(&dh, &ah).then_some((dl, al, proxy, dh, ah))
+        })
+        .expect("a dialing pair of ports");
+    let acceptor_addr = al.local_addr().expect("addr");
+    let hosts = [dh.clone(), ah.clone()];
+    let probe = Arc::new(Probe::default());
+    let counts: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let start = |host: &str, l: std::net::TcpListener| {
+        let counts = counts.clone();
+        let rt2 = rt.clone();
+        let b = Manager::builder(host, &hosts)
+            .config(config.clone())
+            .listener(l)
+            .token_provider(|| "secret".into())
+            .token_validator(|t| {
+                if t == "secret" {
+                    Ok(())
+                } else {
+                    Err("bad token".into())
+                }
+            })
+            .single(COUNT, move |r: Request| {
+                let counts = counts.clone();
+                let rt = rt2.clone();
+                async move {
+                    let id = u64::from_be_bytes(r.payload[..8].try_into().expect("id"));
+                    *counts.lock().expect("counts").entry(id).or_default() += 1;
+                    let pause = Duration::from_millis(id % 4);
+                    rt.sleep_until(Instant::now() + pause).await;
+                    Ok(r.payload)
+                }
+            })
+            .expect("register");
+        handlers(b, &probe, false)
+            .start(rt.clone())
+            .expect("manager starts")
+    };
+    let dialer = start(&dh, dl);
+    let acceptor = start(&ah, al);
+    let p = Proxied {
+        dialer,
+        acceptor,
+        proxy,
+        acceptor_addr,
+        probe,
+        counts,
+    };
+    within(rt, LIMIT, async {
+        p.out().wait_connected().await;
+        p.back().wait_connected().await;
+    })
+    .await;
+    p
+}
+
+/// Runs blocking code (raw socket clients) on its own thread and awaits its result
+/// without blocking the executor; a panic in it is raised here.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    type Slot<T> = (Option<std::thread::Result<T>>, Option<Waker>);
+    let slot: Arc<Mutex<Slot<T>>> = Arc::new(Mutex::new((None, None)));
+    let s2 = slot.clone();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let mut g = s2.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = Some(r);
+        if let Some(w) = g.1.take() {
+            w.wake();
+        }
+    });
+    let r = std::future::poll_fn(|cx| {
+        let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+        match g.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                g.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    r.unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// Results of calls spawned in the background; every change wakes [`Tally::wait`].
+#[derive(Default)]
+struct Tally {
+    results: Mutex<(Vec<Outcome>, Vec<Waker>)>,
+}
+
+/// A call's ID and result.
+type Outcome = (u64, Result<Bytes, CallError>);
+
+impl Tally {
+    fn push(&self, id: u64, r: Result<Bytes, CallError>) {
+        let mut g = self.results.lock().expect("tally");
+        g.0.push((id, r));
+        for w in g.1.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.results.lock().expect("tally").0.len()
+    }
+
+    async fn wait(&self, n: usize) {
+        std::future::poll_fn(|cx| {
+            let mut g = self.results.lock().expect("tally");
+            if g.0.len() >= n {
+                Poll::Ready(())
+            } else {
+                g.1.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn take(&self) -> Vec<Outcome> {
+        std::mem::take(&mut self.results.lock().expect("tally").0)
+    }
+}
+
+/// Spawns `handler(payload)` on `rt` and records its result under `id`.
+fn spawn_call(
+    rt: &Arc<dyn Runtime>,
+    tally: &Arc<Tally>,
+    conn: &Connection,
+    handler: u8,
+    id: u64,
+    payload: Bytes,
+) {
+    let (tally, conn) = (tally.clone(), conn.clone());
+    rt.spawn(Box::pin(async move {
+        let r = conn.request(handler, payload).await;
+        tally.push(id, r);
+    }));
+}
+
+async fn sleep(rt: &Arc<dyn Runtime>, d: Duration) {
+    rt.sleep_until(Instant::now() + d).await;
+}
+
+/// The number of tasks `m` runs once it is idle (the task that served the link's
+/// handshake ends just after the link comes up).
+async fn idle_tasks(rt: &Arc<dyn Runtime>, m: &Manager) -> usize {
+    let mut last = m.running_tasks();
+    loop {
+        sleep(rt, Duration::from_millis(20)).await;
+        let now = m.running_tasks();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Waits until `m` runs no more than `n` tasks (every connection it served has been
+/// let go).
+async fn tasks_back_to(rt: &Arc<dyn Runtime>, m: &Manager, n: usize) {
+    let t0 = Instant::now();
+    while m.running_tasks() > n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{} tasks still run, {n} expected",
+            m.running_tasks()
+        );
+        sleep(rt, Duration::from_millis(5)).await;
+    }
+}
+
+/// Which direction of the proxy carries `from_dialer`'s bytes.
+fn dir(from_dialer: bool) -> Dir {
+    if from_dialer {
+        Dir::ToTarget
+    } else {
+        Dir::ToClient
+    }
+}
+
+/// Starts a HANG request on `conn` and waits until the handler runs.
+async fn hang_started(
+    p: &Proxied,
+    conn: &Connection,
+    n: usize,
+) -> impl Future<Output = Result<Bytes, CallError>> + use<> {
+    let conn = conn.clone();
+    let call = Box::pin(async move { conn.request(HANG, Bytes::new()).await });
+    let started = p
+        .probe
+        .wait(move |q| q.hang_started.load(Ordering::SeqCst) == n);
+    match select(call, std::pin::pin!(started)).await {
+        Either::Left(_) => panic!("HANG answered"),
+        Either::Right((_, call)) => call,
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Raw clients.
+
+/// A valid upgrade request for the default route and the cluster's token.
+fn upgrade_request(route: &str, token: Option<&str>) -> String {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "GET {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{auth}\r\n"
+    )
+}
+
+/// Reads until the server closes the socket (EOF or reset) or `limit` passes; returns
+/// how long that took (`None`: still open) and what was received.
+fn wait_closed(s: &mut TcpStream, limit: Duration) -> (Option<Duration>, Vec<u8>) {
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    while t0.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => return (Some(t0.elapsed()), got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return (Some(t0.elapsed()), got),
+        }
+    }
+    (None, got)
+}
+
+/// Reads an HTTP response head.
+fn read_head(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+// ----------------------------------------------------------------------------------
+// Scenarios.
+
+/// The peer stops reading while we keep sending 32 MiB of requests: our outbound queue
+/// never holds more than its limit (plus the one frame that crossed it), calls beyond
+/// it fail with `Congested`, and once a write has made no progress for
+/// `write_stall_timeout` the link drops, every call ends with `Disconnected`, and the
+/// link comes back when the peer reads again.
+pub async fn stalled_reader_bounded_queue(rt: Arc<dyn Runtime>) {
+    let logs = crate::logs::Capture::install();
+    let mut cfg = fast_config();
+    // Pings must not notice first: the write stall is what this scenario shows.
+    cfg.ping_interval = Duration::from_secs(5);
+    cfg.pong_timeout = Duration::from_secs(10);
+    cfg.max_queued_bytes = 1 << 20;
+    let p = proxied(&rt, cfg.clone()).await;
+    let out = p.out();
+    let dialer_host = p.dialer.local_host().to_owned();
+    p.proxy.stall(dir(true));
+    let tally = Arc::new(Tally::default());
+    const N: usize = 128;
+    const SIZE: usize = 256 << 10;
+    let t0 = Instant::now();
+    within(&rt, LIMIT, async {
+        for i in 0..N {
+            spawn_call(&rt, &tally, &out, ECHO, i as u64, vec![7u8; SIZE].into());
+        }
+        let mut max_bytes = 0;
+        let mut max_frames = 0;
+        while tally.len() < N {
+            let s = out.stats().session;
+            max_bytes = max_bytes.max(s.queued_bytes);
+            max_frames = max_frames.max(s.queued_frames);
+            sleep(&rt, Duration::from_millis(2)).await;
+        }
+        let elapsed = t0.elapsed();
+        assert!(
+            max_bytes <= cfg.max_queued_bytes + SIZE + 1024,
+            "queue grew to {max_bytes} B (limit {})",
+            cfg.max_queued_bytes
+        );
+        assert!(max_frames <= cfg.max_queued_frames);
+        let results = tally.take();
+        let congested = results
+            .iter()
+            .filter(|(_, r)| *r == Err(CallError::Congested))
+            .count();
+        let disconnected = results
+            .iter()
+            .filter(|(_, r)| *r == Err(CallError::Disconnected))
+            .count();
+        assert_eq!(congested + disconnected, N, "{results:?}");
+        assert!(
+            congested > 0 && disconnected > 0,
+            "{congested} {disconnected}"
+        );
+        assert!(
+            elapsed >= cfg.write_stall_timeout,
+            "dropped after {elapsed:?}"
+        );
+        let stalled = logs.count(|l| l.contains("write stalled") && l.contains("dropping link"));
+        assert!(stalled >= 1, "no write-stall drop logged");
+        p.proxy.pass();
+        until_link_works(&out).await;
+        until_link_works(&p.back()).await;
+    })
+    .await;
+    let _ = dialer_host;
+    p.shutdown().await;
+}
+
+/// The peer vanishes without a FIN (the proxy swallows everything both ways): the
+/// link is declared lost within `pong_timeout` (two ping intervals) plus one interval of
+/// slack, calls end with `Disconnected` on both sides, and once the path works again
+/// the dialer reconnects.
+pub async fn silent_peer_detected_by_pings(rt: Arc<dyn Runtime>) {
+    let cfg = fast_config();
+    let p = proxied(&rt, cfg.clone()).await;
+    let out = p.out();
+    within(&rt, LIMIT, async {
+        let call = hang_started(&p, &out, 1).await;
+        let t0 = Instant::now();
+        p.proxy.blackhole(Dir::ToTarget);
+        p.proxy.blackhole(Dir::ToClient);
+        assert_eq!(call.await, Err(CallError::Disconnected));
+        let took = t0.elapsed();
+        assert!(
+            took <= cfg.pong_timeout + 2 * cfg.ping_interval,
+            "silent peer detected after {took:?}"
+        );
+        // The acceptor noticed too: its handler was cancelled.
+        p.probe
+            .wait(|q| q.hang_dropped.load(Ordering::SeqCst) == 1)
+            .await;
+        assert_eq!(
+            out.request(ECHO, Bytes::new()).await,
+            Err(CallError::Disconnected)
+        );
+        p.proxy.pass();
+        until_link_works(&out).await;
+        until_link_works(&p.back()).await;
+        assert!(out.stats().reconnects >= 1);
+    })
+    .await;
+    p.shutdown().await;
+}
+
+async fn cut_mid_stream(rt: Arc<dyn Runtime>, rst: bool) {
+    let p = proxied(&rt, fast_config()).await;
+    let out = p.out();
+    within(&rt, LIMIT, async {
+        let mut s = out
+            .new_stream(STREAM_ECHO, Some(Bytes::from_static(b">")))
+            .expect("stream");
+        let mut req = s.requests.take().expect("input");
+        req.send(Bytes::from_static(b"a")).await.expect("send");
+        assert_eq!(
+            s.responses.next().await,
+            Some(Ok(Bytes::from_static(b">a")))
+        );
+        let call = hang_started(&p, &out, 1).await;
+        let cut = if rst {
+            p.proxy.cut_rst()
+        } else {
+            p.proxy.cut_fin()
+        };
+        assert_eq!(cut, 1);
+        assert_eq!(call.await, Err(CallError::Disconnected));
+        assert_eq!(s.responses.next().await, Some(Err(CallError::Disconnected)));
+        assert!(s.responses.next().await.is_none());
+        assert!(req.send(Bytes::from_static(b"b")).await.is_err());
+        p.probe
+            .wait(|q| q.hang_dropped.load(Ordering::SeqCst) == 1)
+            .await;
+        until_link_works(&out).await;
+        until_link_works(&p.back()).await;
+        let mut s = out.new_stream(STREAM_ECHO, None).expect("stream");
+        let mut req = s.requests.take().expect("input");
+        req.send(Bytes::from_static(b"c")).await.expect("send");
+        assert_eq!(s.responses.next().await, Some(Ok(Bytes::from_static(b"c"))));
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// The link is cut with a FIN while a stream and a request are in flight: both end with
+/// `Disconnected`, the peer's handler is cancelled, the link comes back.
+pub async fn fin_mid_stream(rt: Arc<dyn Runtime>) {
+    cut_mid_stream(rt, false).await;
+}
+
+/// The same with an RST.
+pub async fn rst_mid_stream(rt: Arc<dyn Runtime>) {
+    cut_mid_stream(rt, true).await;
+}
+
+/// A client drips its upgrade request one byte every 20 ms: the acceptor drops it at
+/// the handshake deadline (not before half of it, not after it plus 700 ms of slack),
+/// keeps no task for it, and the link is unaffected.
+pub async fn dripped_handshake_dropped_at_deadline(rt: Arc<dyn Runtime>) {
+    let cfg = fast_config();
+    let p = proxied(&rt, cfg.clone()).await;
+    let baseline = idle_tasks(&rt, &p.acceptor).await;
+    let connects = p.out().stats().connects;
+    let addr = p.acceptor_addr;
+    within(&rt, LIMIT, async {
+        let took = blocking(move || {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            let t0 = Instant::now();
+            for b in upgrade_request("/minio/grid/v1", Some("secret")).bytes() {
+                if s.write_all(&[b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                s.set_nonblocking(true).expect("nonblocking");
+                let mut x = [0u8; 64];
+                let closed = match s.read(&mut x) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != ErrorKind::WouldBlock,
+                };
+                s.set_nonblocking(false).expect("blocking");
+                if closed {
+                    return t0.elapsed();
+                }
+            }
+            panic!("the dripping client was never dropped");
+        })
+        .await;
+        assert!(
+            took >= cfg.handshake_timeout / 2
+                && took <= cfg.handshake_timeout + Duration::from_millis(700),
+            "dropped after {took:?}"
+        );
+        tasks_back_to(&rt, &p.acceptor, baseline).await;
+        assert_eq!(p.out().request(ECHO, Bytes::new()).await, Ok(Bytes::new()));
+        assert_eq!(p.out().stats().connects, connects);
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// A client completes the WebSocket upgrade and never sends the connect frame: the
+/// acceptor closes it by the handshake deadline, keeps no task, the link is unaffected.
+pub async fn upgrade_without_connect_frame(rt: Arc<dyn Runtime>) {
+    let cfg = fast_config();
+    let p = proxied(&rt, cfg.clone()).await;
+    let baseline = idle_tasks(&rt, &p.acceptor).await;
+    let connects = p.out().stats().connects;
+    let addr = p.acceptor_addr;
+    within(&rt, LIMIT, async {
+        let (head, took) = blocking(move || {
+            let t0 = Instant::now();
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(upgrade_request("/minio/grid/v1", Some("secret")).as_bytes())
+                .expect("write");
+            let head = read_head(&mut s);
+            let (closed, _) = wait_closed(&mut s, Duration::from_secs(5));
+            (head, closed.map(|_| t0.elapsed()))
+        })
+        .await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let took = took.expect("the silent client was never dropped");
+        assert!(
+            took <= cfg.handshake_timeout + Duration::from_millis(700),
+            "dropped after {took:?}"
+        );
+        tasks_back_to(&rt, &p.acceptor, baseline).await;
+        assert_eq!(p.out().request(ECHO, Bytes::new()).await, Ok(Bytes::new()));
+        assert_eq!(p.out().stats().connects, connects);
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// Malformed, oversized and refused upgrade requests are dropped at once (well before
+/// the 5 s handshake deadline this scenario sets), wrong routes get 404 and missing
+/// tokens 403, a peer that upgrades and then sends garbage is dropped; the acceptor
+/// keeps no task for any of them and its link is unaffected.
+pub async fn bad_upgrade_requests(rt: Arc<dyn Runtime>) {
+    let mut cfg = fast_config();
+    cfg.handshake_timeout = Duration::from_secs(5);
+    let p = proxied(&rt, cfg).await;
+    let baseline = idle_tasks(&rt, &p.acceptor).await;
+    let connects = p.out().stats().connects;
+    let addr = p.acceptor_addr;
+    within(&rt, LIMIT, async {
+        let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+            ("garbage", b"HELLO THERE\r\n\r\n".to_vec(), None),
+            ("binary", vec![0u8, 159, 255, 13, 10, 13, 10], None),
+            (
+                "oversized header",
+                {
+                    let mut r = b"GET /minio/grid/v1 HTTP/1.1\r\nX-Pad: ".to_vec();
+                    r.resize(r.len() + 200_000, b'a');
+                    r
+                },
+                None,
+            ),
+            (
+                "too many headers",
+                {
+                    let mut r = b"GET /minio/grid/v1 HTTP/1.1\r\n".to_vec();
+                    for i in 0..300 {
+                        r.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+                    }
+                    r.extend_from_slice(b"\r\n");
+                    r
+                },
+                None,
+            ),
+            (
+                "wrong route",
+                upgrade_request("/elsewhere", Some("secret")).into_bytes(),
+                Some("HTTP/1.1 404"),
+            ),
+            (
+                "no token",
+                upgrade_request("/minio/grid/v1", None).into_bytes(),
+                Some("HTTP/1.1 403"),
+            ),
+            (
+                "bad token",
+                upgrade_request("/minio/grid/v1", Some("forged")).into_bytes(),
+                Some("HTTP/1.1 403"),
+            ),
+        ];
+        for (name, bytes, want) in cases {
+            let (took, got) = blocking(move || {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                // The server may close before all of it is written.
+                let _ = s.write_all(&bytes);
+                wait_closed(&mut s, Duration::from_secs(3))
+            })
+            .await;
+            let took = took.unwrap_or_else(|| panic!("{name}: not dropped"));
+            assert!(
+                took < Duration::from_secs(2),
+                "{name}: dropped after {took:?}"
+            );
+            if let Some(want) = want {
+                let text = String::from_utf8_lossy(&got);
+                assert!(text.starts_with(want), "{name}: {text}");
+            }
+        }
+        // Upgraded, then a frame no WebSocket peer may send (unmasked, reserved opcode).
+        let (head, took) = blocking(move || {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(upgrade_request("/minio/grid/v1", Some("secret")).as_bytes())
+                .expect("write");
+            let head = read_head(&mut s);
+            let _ = s.write_all(&[0x83, 0x7f, 1, 2, 3, 4, 5, 6, 7, 8]);
+            (head, wait_closed(&mut s, Duration::from_secs(3)).0)
+        })
+        .await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let took = took.expect("garbage after upgrade: not dropped");
+        assert!(took < Duration::from_secs(2), "dropped after {took:?}");
+        tasks_back_to(&rt, &p.acceptor, baseline).await;
+        assert_eq!(p.out().request(ECHO, Bytes::new()).await, Ok(Bytes::new()));
+        assert_eq!(p.out().stats().connects, connects);
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// The link flaps 50 times (FIN and RST in turn) while requests are in flight: no
+/// deadlock, no request runs twice, every call ends exactly once (with its echo or
+/// `Disconnected`), and the link is up at the end.
+pub async fn reconnect_storm(rt: Arc<dyn Runtime>) {
+    let p = proxied(&rt, fast_config()).await;
+    let out = p.out();
+    let tally = Arc::new(Tally::default());
+    const FLAPS: usize = 50;
+    const K: u64 = 8;
+    within(&rt, Duration::from_secs(60), async {
+        for flap in 0..FLAPS as u64 {
+            for k in 0..K {
+                let id = flap * K + k;
+                spawn_call(
+                    &rt,
+                    &tally,
+                    &out,
+                    COUNT,
+                    id,
+                    Bytes::from(id.to_be_bytes().to_vec()),
+                );
+            }
+            // Let some calls reach the peer before the cut.
+            sleep(&rt, Duration::from_millis(flap % 3)).await;
+            let cut = if flap % 2 == 0 {
+                p.proxy.cut_fin()
+            } else {
+                p.proxy.cut_rst()
+            };
+            assert!(cut >= 1, "flap {flap}: no live connection to cut");
+            tally.wait(((flap + 1) * K) as usize).await;
+            until_link_works(&out).await;
+        }
+        until_link_works(&p.back()).await;
+    })
+    .await;
+    let results = tally.take();
+    assert_eq!(results.len(), FLAPS * K as usize);
+    let mut ids: Vec<u64> = results.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), results.len(), "a call ended twice");
+    let mut ok = 0;
+    for (id, r) in &results {
+        match r {
+            Ok(b) => {
+                assert_eq!(&b[..], &id.to_be_bytes());
+                ok += 1;
+            }
+            Err(CallError::Disconnected) => {}
+            Err(e) => panic!("call {id}: {e}"),
+        }
+    }
+    let counts = p.counts.lock().expect("counts").clone();
+    assert!(counts.values().all(|&n| n == 1), "a request ran twice");
+    assert!(counts.len() >= ok);
+    let stats = out.stats();
+    assert!(stats.connected);
+    assert!(stats.reconnects >= FLAPS as u64, "{stats:?}");
+    p.shutdown().await;
+}
+
+/// Every byte both ways is written 1 byte at a time, handshake included: requests
+/// small and large, errors and streams all work.
+pub async fn one_byte_chunks(rt: Arc<dyn Runtime>) {
+    let p = proxied(&rt, fast_config()).await;
+    let out = p.out();
+    within(&rt, LIMIT, async {
+        p.proxy.chunk1(Dir::ToTarget);
+        p.proxy.chunk1(Dir::ToClient);
+        p.proxy.cut_fin();
+        until_link_works(&out).await;
+        let big: Bytes = (0..16 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
+        assert_eq!(out.request(ECHO, big.clone()).await.as_ref(), Ok(&big));
+        assert_eq!(p.back().request(ECHO, big.clone()).await.as_ref(), Ok(&big));
+        assert_eq!(
+            out.request(FAIL, Bytes::from_static(b"no")).await,
+            Err(CallError::Remote("no".into()))
+        );
+        let mut s = out.new_stream(STREAM_ECHO, None).expect("stream");
+        let mut req = s.requests.take().expect("input");
+        for i in 0..5u8 {
+            req.send(Bytes::from(vec![i])).await.expect("send");
+            assert_eq!(s.responses.next().await, Some(Ok(Bytes::from(vec![i]))));
+        }
+        req.close();
+        assert!(s.responses.next().await.is_none());
+        let mut s = out
+            .new_stream(PUSH, Some(Bytes::from_static(&[20])))
+            .expect("push");
+        for i in 0..20u8 {
+            assert_eq!(s.responses.next().await, Some(Ok(Bytes::from(vec![i]))));
+        }
+        assert!(s.responses.next().await.is_none());
+        assert_eq!(out.stats().reconnects, 1);
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// Connections reset before the upgrade, garbage upgrades and silent sockets do not
+/// stop the listener: afterwards the dialer reconnects through it, and the acceptor
+/// keeps no task for any of them.
+pub async fn listener_survives_failed_connections(rt: Arc<dyn Runtime>) {
+    let p = proxied(&rt, fast_config()).await;
+    let baseline = idle_tasks(&rt, &p.acceptor).await;
+    let addr = p.acceptor_addr;
+    within(&rt, LIMIT, async {
+        blocking(move || {
+            let mut keep = Vec::new();
+            for i in 0..60 {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                match i % 3 {
+                    // Reset at once, likely before the accept.
+                    0 => {
+                        socket2::SockRef::from(&s)
+                            .set_linger(Some(Duration::ZERO))
+                            .expect("linger");
+                    }
+                    1 => {
+                        let _ = s.write_all(b"NOT HTTP\r\n\r\n");
+                    }
+                    // Silent until the handshake deadline.
+                    _ => keep.push(s),
+                }
+            }
+            for mut s in keep {
+                let (closed, _) = wait_closed(&mut s, Duration::from_secs(5));
+                assert!(closed.is_some(), "a silent socket was kept open");
+            }
+        })
+        .await;
+        tasks_back_to(&rt, &p.acceptor, baseline).await;
+        p.proxy.cut_rst();
+        until_link_works(&p.out()).await;
+        until_link_works(&p.back()).await;
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// Shutdown with calls in flight over a link whose peer stopped reading both ways:
+/// shutdown does not wait on the stuck socket, every call ends with `Disconnected`
+/// and no task is left.
+pub async fn shutdown_with_stalled_peer(rt: Arc<dyn Runtime>) {
+    let mut cfg = fast_config();
+    cfg.write_stall_timeout = Duration::from_secs(30);
+    cfg.ping_interval = Duration::from_secs(10);
+    cfg.pong_timeout = Duration::from_secs(20);
+    let p = proxied(&rt, cfg).await;
+    let out = p.out();
+    let tally = Arc::new(Tally::default());
+    within(&rt, LIMIT, async {
+        let call = hang_started(&p, &out, 1).await;
+        let mut s = out.new_stream(STREAM_ECHO, None).expect("stream");
+        p.proxy.stall(Dir::ToTarget);
+        p.proxy.stall(Dir::ToClient);
+        for i in 0..32 {
+            spawn_call(&rt, &tally, &out, ECHO, i, vec![1u8; 1 << 20].into());
+        }
+        let t0 = Instant::now();
+        p.dialer.shutdown().await;
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!(call.await, Err(CallError::Disconnected));
+        assert_eq!(s.responses.next().await, Some(Err(CallError::Disconnected)));
+        tally.wait(32).await;
+        assert!(
+            tally
+                .take()
+                .iter()
+                .all(|(_, r)| matches!(r, Err(CallError::Disconnected | CallError::Congested)))
+        );
+        assert_eq!(p.dialer.running_tasks(), 0);
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// `max_muxes` at its edge, in both directions: with a limit of 4, four calls run and
+/// the fifth is refused locally with `TooManyCalls(4)`; a call freed only on our side
+/// (a dropped request, which the peer keeps running until its deadline) leaves the
+/// peer at its limit, so the next call is refused by the peer; the link stays up, and
+/// calls work again once the peer's handlers reach their deadline.
+pub async fn max_muxes_at_the_edge(rt: Arc<dyn Runtime>) {
+    let mut cfg = fast_config();
+    cfg.max_muxes = 4;
+    let p = proxied(&rt, cfg).await;
+    let out = p.out();
+    within(&rt, LIMIT, async {
+        let mut calls = Vec::new();
+        for n in 1..=4 {
+            let c = out.clone();
+            let call = Box::pin(async move {
+                c.request_with_deadline(HANG, Bytes::new(), Duration::from_millis(500))
+                    .await
+            });
+            let started = p
+                .probe
+                .wait(move |q| q.hang_started.load(Ordering::SeqCst) == n);
+            match select(call, std::pin::pin!(started)).await {
+                Either::Left(_) => panic!("HANG answered"),
+                Either::Right((_, call)) => calls.push(call),
+            }
+        }
+        assert_eq!(
+            out.request(ECHO, Bytes::new()).await,
+            Err(CallError::TooManyCalls(4))
+        );
+        assert!(matches!(
+            out.new_stream(PUSH, None),
+            Err(CallError::TooManyCalls(4))
+        ));
+        drop(calls.pop());
+        match out.request(ECHO, Bytes::new()).await {
+            Err(CallError::Refused(t)) => assert!(t.contains("limit 4"), "{t}"),
+            other => panic!("the peer took a fifth call: {other:?}"),
+        }
+        for c in calls {
+            assert_eq!(c.await, Err(CallError::DeadlineExceeded));
+        }
+        p.probe
+            .wait(|q| q.hang_dropped.load(Ordering::SeqCst) == 4)
+            .await;
+        assert_eq!(out.request(ECHO, Bytes::new()).await, Ok(Bytes::new()));
+        assert_eq!(out.stats().connects, 1);
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// Defines one `#[test]` per hardening scenario, each run with `$block_on` on the
+/// runtime `$rt`.
+#[macro_export]
+macro_rules! hardening_tests {
+    ($block_on:path, $rt:expr) => {
+        $crate::hardening_tests!(@each $block_on, $rt;
+            stalled_reader_bounded_queue,
+            silent_peer_detected_by_pings,
+            fin_mid_stream,
+            rst_mid_stream,
+            dripped_handshake_dropped_at_deadline,
+            upgrade_without_connect_frame,
+            bad_upgrade_requests,
+            reconnect_storm,
+            one_byte_chunks,
+            listener_survives_failed_connections,
+            shutdown_with_stalled_peer,
+            max_muxes_at_the_edge,
+        );
+    };
+    (@each $block_on:path, $rt:expr; $($name:ident,)*) => {$(
+        #[test]
+        fn $name() {
+            $block_on(async {
+                $crate::logs::Capture::install();
+                $crate::hardening::$name($rt).await
+            })
+        }
+    )*};
+}
