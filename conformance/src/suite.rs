@@ -694,6 +694,72 @@ pub async fn shutdown_with_calls_in_flight(rt: Arc<dyn Runtime>) {
     c.shutdown().await;
 }
 
+/// A node without its own listener: the application accepts the sockets and hands them
+/// to `Manager::serve_socket`; the link works both ways.
+pub async fn serve_socket_from_the_applications_listener(rt: Arc<dyn Runtime>) {
+    let (mut listeners, hosts) = bind(2);
+    // Node `a` accepts (the rule decides); the application owns its listener.
+    let a = if grid_core::codec::should_dial(&hosts[0], &hosts[1]) {
+        1
+    } else {
+        0
+    };
+    let d = 1 - a;
+    let app_listener = rt
+        .listener({
+            let l = listeners.remove(a);
+            l.set_nonblocking(true).expect("nonblocking");
+            l
+        })
+        .expect("runtime listener");
+    let dialer_listener = listeners.pop().expect("one left");
+    let probe = Arc::new(Probe::default());
+    let acceptor = handlers(
+        Manager::builder(hosts[a].clone(), &hosts)
+            .config(test_config())
+            .no_listener(),
+        &probe,
+        false,
+    )
+    .start(rt.clone())
+    .expect("starts");
+    let dialer = handlers(
+        Manager::builder(hosts[d].clone(), &hosts)
+            .config(test_config())
+            .listener(dialer_listener),
+        &probe,
+        false,
+    )
+    .start(rt.clone())
+    .expect("starts");
+    let server = acceptor.clone();
+    let serving = async move {
+        // The application's accept loop: one connection is enough here.
+        let (io, peer) = app_listener.accept().await.expect("accept");
+        server.serve_socket(io, Some(peer)).await;
+    };
+    let test = async {
+        let conn = dialer.connection(&hosts[a]).expect("peer");
+        conn.wait_connected().await;
+        assert_eq!(
+            conn.request(ECHO, Bytes::from_static(b"in")).await.unwrap(),
+            "in"
+        );
+        let back = acceptor.connection(&hosts[d]).expect("peer");
+        back.wait_connected().await;
+        assert_eq!(
+            back.request(ECHO, Bytes::from_static(b"out"))
+                .await
+                .unwrap(),
+            "out"
+        );
+    };
+    within(&rt, LIMIT, futures_util::future::join(serving, test)).await;
+    dialer.shutdown().await;
+    acceptor.shutdown().await;
+    assert_eq!(dialer.running_tasks() + acceptor.running_tasks(), 0);
+}
+
 /// Starts a dialer and an acceptor where the acceptor refuses the dialer (bad token or
 /// unknown host), waits for several attempts, and checks that the dialer sees
 /// `reason` and that each side logged it exactly once.
@@ -862,6 +928,7 @@ macro_rules! suite_tests {
             link_loss_and_reconnect,
             shutdown_with_calls_in_flight,
             dial_rule_across_35_hosts,
+            serve_socket_from_the_applications_listener,
         );
         #[test]
         fn rejected_bad_token() {
