@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p grid-conformance --bin grid-bench -- \
-//!     [--seconds N] [--only single,streams,typed,cluster,memory,runtimes] [--json]
+//!     [--seconds N] [--only single,streams,typed,cluster,memory,runtimes]
+//!     [--runtimes tokio,async-std,smol] [--json]
 //! ```
 //!
 //! Every figure runs for `N` seconds (default 2) after a short warm-up, in one process:
@@ -55,7 +56,8 @@ use grid_core::typed::SingleHandler;
 use serde::{Deserialize, Serialize};
 
 const USAGE: &str = "usage: grid-bench [--seconds N] \
-     [--only single,streams,typed,cluster,memory,runtimes] [--json]";
+     [--only single,streams,typed,cluster,memory,runtimes] \
+     [--runtimes tokio,async-std,smol] [--json]";
 const SECTIONS: [&str; 6] = [
     "single", "streams", "typed", "cluster", "memory", "runtimes",
 ];
@@ -736,6 +738,7 @@ fn rss() -> u64 {
 struct Opts {
     dur: Duration,
     only: Vec<String>,
+    runtimes: Vec<Rt>,
 }
 
 impl Opts {
@@ -989,6 +992,7 @@ fn main() -> ExitCode {
     let mut seconds = 2.0f64;
     let mut json = false;
     let mut only = Vec::new();
+    let mut runtimes = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -1009,6 +1013,18 @@ fn main() -> ExitCode {
                     only.push(s.to_owned());
                 }
             }
+            "--runtimes" => {
+                let list = args.next().unwrap_or_default();
+                for s in list.split(',').filter(|s| !s.is_empty()) {
+                    match Rt::ALL.iter().find(|r| r.name() == s) {
+                        Some(r) => runtimes.push(*r),
+                        None => {
+                            eprintln!("grid-bench: unknown runtime {s:?}; {USAGE}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            }
             "--json" => json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -1023,6 +1039,11 @@ fn main() -> ExitCode {
     let o = Opts {
         dur: Duration::from_secs_f64(seconds),
         only,
+        runtimes: if runtimes.is_empty() {
+            Rt::ALL.to_vec()
+        } else {
+            runtimes
+        },
     };
     let mut report = Report {
         json,
@@ -1036,10 +1057,10 @@ fn main() -> ExitCode {
     let single_on = o.wants("single");
     if single_on || o.wants("runtimes") {
         let mut tputs = Vec::new();
-        for rt in Rt::ALL {
+        for &rt in &o.runtimes {
             tputs.push((rt, single(&mut report, &o, rt, single_on)));
         }
-        if o.wants("runtimes") {
+        if o.wants("runtimes") && o.runtimes.first() == Some(&Rt::Tokio) {
             let tokio = tputs[0].1.clone();
             for (rt, t) in &tputs[1..] {
                 for ((n, x), (_, base)) in t.iter().zip(&tokio) {
@@ -1051,7 +1072,7 @@ fn main() -> ExitCode {
         }
     }
     if o.wants("streams") {
-        for rt in Rt::ALL {
+        for &rt in &o.runtimes {
             streams(&mut report, &o, rt);
         }
     }
