@@ -23,7 +23,16 @@
 //!   and with the whole window of 256.
 //!
 //! Each figure is the fastest of 5 runs sharing the `N` seconds (default 2), so that
-//! other work on the machine disturbs it less.
+//! other work on the machine disturbs it less. `--frames N` runs a fixed amount of work
+//! instead (N counted frames per figure), for instruction counts that no other load
+//! disturbs:
+//!
+//! ```text
+//! valgrind --tool=callgrind target/release/session-bench --frames 50000 --only "tls single"
+//! callgrind_annotate --inclusive=yes callgrind.out.* | grep session_bench::
+//! ```
+//!
+//! (`singles`, `items` and `floor_round` are never inlined, so that they show there.)
 //!
 //! Each workload has a floor measured in the same run: the codec alone encoding and
 //! decoding exactly the messages the sessions exchanged in one round (same frames, same
@@ -78,19 +87,38 @@ const ITEMS: HandlerKey = HandlerKey::new(2);
 /// The idle streams of the memory figure: input and output.
 const IDLE: HandlerKey = HandlerKey::new(3);
 
-const USAGE: &str = "usage: session-bench [--seconds N] [--json] [--only TEXT]";
+const USAGE: &str = "usage: session-bench [--seconds N | --frames N] [--json] [--only TEXT]";
+
+/// How long each figure runs.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    /// This long in all (the fastest of [`RUNS`] runs is reported).
+    Time(Duration),
+    /// This many counted frames in all, whatever the time: the same work in every run,
+    /// for instruction counts under callgrind.
+    Frames(u64),
+}
 
 fn main() -> ExitCode {
-    let mut seconds = 2.0f64;
+    let mut budget = Budget::Time(Duration::from_secs(2));
     let mut json = false;
     let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seconds" => match args.next().and_then(|s| s.parse::<f64>().ok()) {
-                Some(s) if s > 0.0 && s.is_finite() => seconds = s,
+                Some(s) if s > 0.0 && s.is_finite() => {
+                    budget = Budget::Time(Duration::from_secs_f64(s))
+                }
                 _ => {
                     eprintln!("session-bench: --seconds needs a positive number; {USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--frames" => match args.next().and_then(|s| s.parse::<u64>().ok()) {
+                Some(n) if n > 0 => budget = Budget::Frames(n),
+                _ => {
+                    eprintln!("session-bench: --frames needs a positive integer; {USAGE}");
                     return ExitCode::from(2);
                 }
             },
@@ -114,7 +142,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    run(Duration::from_secs_f64(seconds), json, only.as_deref());
+    run(budget, json, only.as_deref());
     ExitCode::SUCCESS
 }
 
@@ -293,6 +321,9 @@ impl Pair {
 // Workloads: one round each; they return the frames counted.
 
 /// `batch` single requests: every request and every response is a frame.
+///
+/// (Never inlined, here and below, so that profiles and instruction counts name it.)
+#[inline(never)]
 fn singles(p: &mut Pair, batch: usize, payload: &Bytes) -> u64 {
     p.tick();
     for _ in 0..batch {
@@ -324,6 +355,7 @@ fn singles(p: &mut Pair, batch: usize, payload: &Bytes) -> u64 {
 
 /// Up to `window` items server → client, each read by the client (which sends an
 /// unblock per item). Returns the item frames.
+#[inline(never)]
 fn items(p: &mut Pair, keys: (MuxKey, MuxKey), window: u32, item: &Bytes) -> u64 {
     let (client_key, server_key) = keys;
     p.tick();
@@ -384,13 +416,22 @@ impl Figure {
 /// Runs `round` (which returns the frames it counted) for `dur` in all: [`RUNS`] runs,
 /// of which the fastest is reported (the machine is shared: the best run is the one
 /// the other work disturbed least).
-fn measure(dur: Duration, mut round: impl FnMut() -> u64) -> Figure {
+fn measure(dur: Budget, mut round: impl FnMut() -> u64) -> Figure {
     // Warm caches, branch predictors and the sessions' buffers first.
-    let warm = Instant::now();
-    while warm.elapsed() < dur / 20 {
-        round();
+    match dur {
+        Budget::Time(d) => {
+            let warm = Instant::now();
+            while warm.elapsed() < d / 20 {
+                round();
+            }
+        }
+        Budget::Frames(n) => {
+            let mut frames = 0;
+            while frames < n / 20 {
+                frames += round();
+            }
+        }
     }
-    let run_for = dur / RUNS;
     let (mut best, mut frames_all, mut allocs_all) = (0f64, 0u64, 0usize);
     for _ in 0..RUNS {
         let allocs0 = allocations();
@@ -401,7 +442,11 @@ fn measure(dur: Duration, mut round: impl FnMut() -> u64) -> Figure {
             // Read the clock about every thousand frames, not every round.
             if frames >= check {
                 let elapsed = start.elapsed();
-                if elapsed >= run_for {
+                let done = match dur {
+                    Budget::Time(d) => elapsed >= d / RUNS,
+                    Budget::Frames(n) => frames >= n / RUNS as u64,
+                };
+                if done {
                     best = best.max(frames as f64 / elapsed.as_secs_f64());
                     break;
                 }
@@ -462,26 +507,30 @@ fn encode_captured(m: &Captured, buf: &mut BytesMut) {
 
 /// The floor: the codec alone encoding and decoding `messages`, `counted` frames per
 /// round (as the session's round counted them).
-fn floor(dur: Duration, messages: &[Captured], counted: u64) -> Figure {
+fn floor(dur: Budget, messages: &[Captured], counted: u64) -> Figure {
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    measure(dur, || {
-        for m in messages {
-            encode_captured(black_box(m), &mut buf);
-            let wire = buf.split().freeze();
-            match codec::decode(&wire, codec::DEFAULT_MAX_FRAME_SIZE) {
-                Ok(Message::Frame(f)) => {
-                    black_box(f);
-                }
-                Ok(Message::Merged(inner)) => {
-                    for f in inner {
-                        black_box(f.expect("decodes"));
-                    }
-                }
-                Err(e) => panic!("decode: {e}"),
+    measure(dur, || floor_round(messages, &mut buf, counted))
+}
+
+/// One round of the floor.
+#[inline(never)]
+fn floor_round(messages: &[Captured], buf: &mut BytesMut, counted: u64) -> u64 {
+    for m in messages {
+        encode_captured(black_box(m), buf);
+        let wire = buf.split().freeze();
+        match codec::decode(&wire, codec::DEFAULT_MAX_FRAME_SIZE) {
+            Ok(Message::Frame(f)) => {
+                black_box(f);
             }
+            Ok(Message::Merged(inner)) => {
+                for f in inner {
+                    black_box(f.expect("decodes"));
+                }
+            }
+            Err(e) => panic!("decode: {e}"),
         }
-        counted
-    })
+    }
+    counted
 }
 
 // --------------------------------------------------------------------------------
@@ -505,7 +554,7 @@ struct Memory {
     server_per_stream: f64,
 }
 
-fn run(dur: Duration, as_json: bool, only: Option<&str>) {
+fn run(dur: Budget, as_json: bool, only: Option<&str>) {
     let wanted =
         |link: Link, name: &str| only.is_none_or(|t| format!("{} {name}", link.name()).contains(t));
     let payload: Bytes = (0..PAYLOAD_LEN)
@@ -513,10 +562,13 @@ fn run(dur: Duration, as_json: bool, only: Option<&str>) {
         .collect::<Vec<u8>>()
         .into();
     if !as_json {
+        let per_figure = match dur {
+            Budget::Time(d) => format!("{:.1} s", d.as_secs_f64()),
+            Budget::Frames(n) => format!("{n} frames"),
+        };
         println!(
             "session-bench: two sessions in memory, one thread, {PAYLOAD_LEN}-byte payloads, \
-             {:.1} s per figure",
-            dur.as_secs_f64()
+             {per_figure} per figure"
         );
     }
     let mut rows = Vec::new();
@@ -710,7 +762,7 @@ fn print_table(rows: &[Row], memory: &[Memory]) {
     }
 }
 
-fn print_json(dur: Duration, rows: &[Row], memory: &[Memory]) {
+fn print_json(dur: Budget, rows: &[Row], memory: &[Memory]) {
     let rows: Vec<_> = rows
         .iter()
         .map(|r| {
@@ -744,7 +796,14 @@ fn print_json(dur: Duration, rows: &[Row], memory: &[Memory]) {
         })
         .collect();
     let out = json!({
-        "seconds_per_figure": dur.as_secs_f64(),
+        "seconds_per_figure": match dur {
+            Budget::Time(d) => Some(d.as_secs_f64()),
+            Budget::Frames(_) => None,
+        },
+        "frames_per_figure": match dur {
+            Budget::Time(_) => None,
+            Budget::Frames(n) => Some(n),
+        },
         "payload_len": PAYLOAD_LEN,
         "target_frames_per_sec": TARGET_FPS,
         "target_bytes_per_stream": TARGET_BYTES_PER_STREAM,
