@@ -337,8 +337,14 @@ impl Frame {
     /// Appends the frame to `out`: the 7-array, then the subroute trailer if present, then
     /// the CRC if [`Flags::CRC`] is set.
     pub fn encode(&self, out: &mut BytesMut) {
-        let start = out.len();
         out.reserve(self.encoded_len());
+        self.encode_reserved(out);
+    }
+
+    /// [`Frame::encode`] without reserving room first: for callers that reserved it for
+    /// several frames at once (it still grows `out` if they did not).
+    pub(crate) fn encode_reserved(&self, out: &mut BytesMut) {
+        let start = out.len();
         let flags = self.wire_flags();
         out.put_u8(ARRAY7);
         msgpack::put_uint(out, self.mux_id);

@@ -41,7 +41,26 @@ where
     for f in frames {
         debug_assert!(f.op != Op::Merged, "merged containers never nest");
         msgpack::put_bin_header(out, f.encoded_len());
-        f.encode(out);
+        f.encode_reserved(out);
+    }
+}
+
+/// [`encode_merged`] for frames whose [`Frame::encoded_len`] the caller has computed
+/// already (`lens[i]` for the `i`th frame).
+pub(crate) fn encode_merged_sized<'a, I>(frames: I, lens: &[usize], out: &mut BytesMut)
+where
+    I: ExactSizeIterator<Item = &'a Frame>,
+{
+    debug_assert_eq!(frames.len(), lens.len());
+    let count = u32::try_from(lens.len()).expect("merged container of over 4G frames");
+    let body: usize = lens.iter().map(|n| msgpack::bin_header_len(*n) + n).sum();
+    out.reserve(8 + msgpack::uint_len(count as u64) + body);
+    put_header(out, count);
+    for (f, len) in frames.zip(lens) {
+        debug_assert!(f.op != Op::Merged, "merged containers never nest");
+        debug_assert_eq!(f.encoded_len(), *len);
+        msgpack::put_bin_header(out, *len);
+        f.encode_reserved(out);
     }
 }
 

@@ -185,6 +185,8 @@ pub struct Session {
     next_mux_id: u64,
     queue: VecDeque<Frame>,
     queued_bytes: usize,
+    /// Scratch: the encoded lengths of the frames `poll_transmit` merges.
+    lens: Vec<usize>,
     events: VecDeque<Event>,
     conn_timers: ConnTimers,
     mux_timers: MuxTimers,
@@ -210,6 +212,7 @@ impl Session {
             next_mux_id: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            lens: Vec::new(),
             events: VecDeque::new(),
             conn_timers: ConnTimers::default(),
             mux_timers: MuxTimers::default(),
@@ -373,8 +376,10 @@ impl Session {
         let mut n = if handshake { 1 } else { self.queue.len() };
         if n > 1 {
             let (mut held, mut held_bytes) = (0usize, 0usize);
+            self.lens.clear();
             for (i, f) in self.queue.iter().enumerate() {
                 let len = f.encoded_len();
+                self.lens.push(len);
                 let more = i + 1 < self.queue.len();
                 if more && held < cfg.merge_max_frames && held_bytes + len < cfg.merge_max_bytes {
                     held += 1;
@@ -389,7 +394,7 @@ impl Session {
         if n == 1 {
             self.queue[0].encode(buf);
         } else {
-            codec::encode_merged(self.queue.range(..n), buf);
+            codec::encode_merged_sized(self.queue.range(..n), &self.lens[..n], buf);
             self.stats.merged_sent += 1;
         }
         for f in self.queue.drain(..n) {
