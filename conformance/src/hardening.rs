@@ -552,16 +552,7 @@ pub async fn upgrade_without_connect_frame(rt: Arc<dyn Runtime>) {
     let connects = p.out().stats().connects;
     let addr = p.acceptor_addr;
     within(&rt, LIMIT, async {
-        let (head, took) = blocking(move || {
-            let t0 = Instant::now();
-            let mut s = TcpStream::connect(addr).expect("connect");
-            s.write_all(upgrade_request("/minio/grid/v1", Some("secret")).as_bytes())
-                .expect("write");
-            let head = read_head(&mut s);
-            let (closed, _) = wait_closed(&mut s, Duration::from_secs(5));
-            (head, closed.map(|_| t0.elapsed()))
-        })
-        .await;
+        let (head, took) = blocking(move || silent_after_upgrade(addr, Duration::ZERO)).await;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         let took = took.expect("the silent client was never dropped");
         assert!(
@@ -571,6 +562,45 @@ pub async fn upgrade_without_connect_frame(rt: Arc<dyn Runtime>) {
         tasks_back_to(&rt, &p.acceptor, baseline).await;
         assert_eq!(p.out().request(ECHO, Bytes::new()).await, Ok(Bytes::new()));
         assert_eq!(p.out().stats().connects, connects);
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// Connects to `addr`, waits `delay`, upgrades and then sends nothing; returns the
+/// response head and how long after the connect the server closed the socket.
+fn silent_after_upgrade(addr: SocketAddr, delay: Duration) -> (String, Option<Duration>) {
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    std::thread::sleep(delay);
+    s.write_all(upgrade_request("/minio/grid/v1", Some("secret")).as_bytes())
+        .expect("write");
+    let head = read_head(&mut s);
+    let (closed, _) = wait_closed(&mut s, Duration::from_secs(5));
+    (head, closed.map(|_| t0.elapsed()))
+}
+
+/// One handshake deadline counts from the TCP accept: a client that upgrades late
+/// (0.8 s into a 1 s deadline) and then stays silent is dropped at the deadline, not a
+/// full timeout after its upgrade.
+pub async fn handshake_deadline_spans_upgrade_and_connect(rt: Arc<dyn Runtime>) {
+    let mut cfg = fast_config();
+    cfg.handshake_timeout = Duration::from_secs(1);
+    let p = proxied(&rt, cfg.clone()).await;
+    let baseline = idle_tasks(&rt, &p.acceptor).await;
+    let addr = p.acceptor_addr;
+    within(&rt, LIMIT, async {
+        let delay = Duration::from_millis(800);
+        let (head, took) = blocking(move || silent_after_upgrade(addr, delay)).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let took = took.expect("the silent client was never dropped");
+        // A second full timeout after the upgrade would be 1.8 s.
+        assert!(
+            took >= delay && took <= cfg.handshake_timeout + Duration::from_millis(400),
+            "dropped after {took:?}"
+        );
+        tasks_back_to(&rt, &p.acceptor, baseline).await;
+        assert_eq!(p.out().request(ECHO, Bytes::new()).await, Ok(Bytes::new()));
     })
     .await;
     p.shutdown().await;
@@ -732,13 +762,19 @@ pub async fn reconnect_storm(rt: Arc<dyn Runtime>) {
 /// Every byte both ways is written 1 byte at a time, handshake included: requests
 /// small and large, errors and streams all work.
 pub async fn one_byte_chunks(rt: Arc<dyn Runtime>) {
-    let p = proxied(&rt, fast_config()).await;
+    // Liveness is not what this shows: 1-byte writes of 16 KiB under a loaded machine
+    // may hold a pong back longer than the fast config's 400 ms.
+    let mut cfg = fast_config();
+    cfg.ping_interval = Duration::from_secs(2);
+    cfg.pong_timeout = Duration::from_secs(10);
+    let p = proxied(&rt, cfg).await;
     let out = p.out();
     within(&rt, LIMIT, async {
         p.proxy.chunk1(Dir::ToTarget);
         p.proxy.chunk1(Dir::ToClient);
         p.proxy.cut_fin();
         until_link_works(&out).await;
+        until_link_works(&p.back()).await;
         let big: Bytes = (0..16 * 1024)
             .map(|i| (i % 251) as u8)
             .collect::<Vec<_>>()
@@ -912,6 +948,7 @@ macro_rules! hardening_tests {
             rst_mid_stream,
             dripped_handshake_dropped_at_deadline,
             upgrade_without_connect_frame,
+            handshake_deadline_spans_upgrade_and_connect,
             bad_upgrade_requests,
             reconnect_storm,
             one_byte_chunks,

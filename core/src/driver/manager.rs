@@ -419,7 +419,10 @@ fn log_rejection_once(shared: &Shared, peer: String, reason: &str) {
 async fn serve(inner: &Inner, io: BoxIo, peer: Option<SocketAddr>) {
     let shared = &inner.shared;
     let cfg = &shared.cluster.config;
-    let deadline = Instant::now() + cfg.handshake_timeout;
+    // One deadline for the upgrade and the connect request together: a client that
+    // upgrades just before it must not get a second full timeout for the handshake.
+    let accepted = Instant::now();
+    let deadline = accepted + cfg.handshake_timeout;
     let upgrade = ws::accept(shared, io, peer);
     let ws = match select(Box::pin(upgrade), shared.sleep_until(deadline)).await {
         Either::Left((Ok(ws), _)) => ws,
@@ -429,7 +432,7 @@ async fn serve(inner: &Inner, io: BoxIo, peer: Option<SocketAddr>) {
         }
         Either::Right(_) => return debug!(target: "grid::manager", ?peer, "upgrade timed out"),
     };
-    handshake(inner, ws, peer).await;
+    handshake(inner, ws, peer, accepted).await;
 }
 
 /// Runs the acceptor's handshake on an upgraded socket, then installs the session.
@@ -437,12 +440,14 @@ async fn handshake(
     inner: &Inner,
     mut ws: async_tungstenite::WebSocketStream<BoxIo>,
     peer: Option<SocketAddr>,
+    accepted: Instant,
 ) {
     use async_tungstenite::tungstenite::Message;
     use futures_util::StreamExt;
 
     let shared = &inner.shared;
-    let mut session = Session::acceptor(shared.cluster.clone(), Instant::now(), wall_now());
+    // The session's handshake deadline counts from the TCP accept.
+    let mut session = Session::acceptor(shared.cluster.clone(), accepted, wall_now());
     while !session.is_connected() && !session.is_closed() {
         let at = session.poll_timeout().unwrap_or_else(Instant::now);
         match select(ws.next(), shared.sleep_until(at)).await {
