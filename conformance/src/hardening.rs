@@ -847,6 +847,41 @@ pub async fn listener_survives_failed_connections(rt: Arc<dyn Runtime>) {
     p.shutdown().await;
 }
 
+/// The path refuses connections (accepted, then dropped at once) and then drips the
+/// dialer's bytes one every 5 ms (an upgrade takes longer than the dial and handshake
+/// deadlines): the dialer keeps trying on its schedule without a link, calls fail with
+/// `Disconnected` at once, and the link comes back as soon as the path is healthy.
+pub async fn refused_and_dripping_paths(rt: Arc<dyn Runtime>) {
+    let p = proxied(&rt, fast_config()).await;
+    let out = p.out();
+    within(&rt, LIMIT, async {
+        p.proxy.refuse();
+        p.proxy.cut_fin();
+        let attempts = out.stats().dial_attempts;
+        let accepted = p.proxy.accepted();
+        while out.stats().dial_attempts < attempts + 3 || p.proxy.accepted() < accepted + 3 {
+            sleep(&rt, Duration::from_millis(5)).await;
+        }
+        assert!(!out.is_connected());
+        assert_eq!(
+            out.request(ECHO, Bytes::new()).await,
+            Err(CallError::Disconnected)
+        );
+        p.proxy.pass();
+        p.proxy.drip(Dir::ToTarget, Duration::from_millis(5));
+        let attempts = out.stats().dial_attempts;
+        while out.stats().dial_attempts < attempts + 2 {
+            sleep(&rt, Duration::from_millis(5)).await;
+        }
+        assert!(!out.is_connected());
+        p.proxy.pass();
+        until_link_works(&out).await;
+        until_link_works(&p.back()).await;
+    })
+    .await;
+    p.shutdown().await;
+}
+
 /// Shutdown with calls in flight over a link whose peer stopped reading both ways:
 /// shutdown does not wait on the stuck socket, every call ends with `Disconnected`
 /// and no task is left.
@@ -953,6 +988,7 @@ macro_rules! hardening_tests {
             reconnect_storm,
             one_byte_chunks,
             listener_survives_failed_connections,
+            refused_and_dripping_paths,
             shutdown_with_stalled_peer,
             max_muxes_at_the_edge,
         );
