@@ -33,6 +33,9 @@ use crate::proto::{
 
 const TARGET: &str = "grid::link";
 
+/// How many bytes the writer encodes per round before sending them.
+const WRITE_ROUND_BYTES: usize = 1 << 20;
+
 /// What every link of a manager shares.
 pub(crate) struct Shared {
     pub(crate) rt: Arc<dyn Runtime>,
@@ -740,7 +743,13 @@ async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender, done: Signal)
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
-            while s.poll_transmit(&mut buf).is_some() {
+            // Drain at most about a megabyte per round: the lock is released and the
+            // socket gets busy sooner, while the rest is encoded in the next round. A
+            // closed session's last frames all leave in this round.
+            let mut drained = 0;
+            let last = s.is_closed();
+            while (last || drained < WRITE_ROUND_BYTES) && s.poll_transmit(&mut buf).is_some() {
+                drained += buf.len();
                 out.push(buf.split().freeze());
             }
             let next = s.poll_timeout();
