@@ -337,28 +337,63 @@ impl Frame {
     /// Appends the frame to `out`: the 7-array, then the subroute trailer if present, then
     /// the CRC if [`Flags::CRC`] is set.
     pub fn encode(&self, out: &mut BytesMut) {
-        out.reserve(self.encoded_len());
-        self.encode_reserved(out);
+        let (head, head_len) = self.head();
+        out.reserve(head_len + self.payload.len() + self.trailers_len());
+        self.encode_after(out, &head[..head_len]);
     }
 
     /// [`Frame::encode`] without reserving room first: for callers that reserved it for
     /// several frames at once (it still grows `out` if they did not).
     pub(crate) fn encode_reserved(&self, out: &mut BytesMut) {
-        let start = out.len();
+        let (head, head_len) = self.head();
+        self.encode_after(out, &head[..head_len]);
+    }
+
+    /// The 7-array up to the payload's bin header included, written on the stack (one
+    /// copy into the output instead of a capacity check per byte).
+    #[inline]
+    fn head(&self) -> ([u8; HEAD_MAX], usize) {
+        let mut head = [0u8; HEAD_MAX];
+        head[0] = ARRAY7;
+        let mut n = 1;
+        put_uint_at(&mut head, &mut n, self.mux_id);
+        put_uint_at(&mut head, &mut n, self.seq as u64);
+        put_uint_at(&mut head, &mut n, self.deadline_ms as u64);
+        put_uint_at(&mut head, &mut n, self.handler as u64);
+        put_uint_at(&mut head, &mut n, self.op.as_u8() as u64);
+        put_uint_at(&mut head, &mut n, self.wire_flags().0 as u64);
+        let mut rest = &mut head[n..];
+        let before = rest.len();
+        msgpack::put_bin_header(&mut rest, self.payload.len());
+        n += before - rest.len();
+        (head, n)
+    }
+
+    /// Bytes of the subroute and CRC trailers.
+    #[inline]
+    fn trailers_len(&self) -> usize {
         let flags = self.wire_flags();
-        out.put_u8(ARRAY7);
-        msgpack::put_uint(out, self.mux_id);
-        msgpack::put_uint(out, self.seq as u64);
-        msgpack::put_uint(out, self.deadline_ms as u64);
-        msgpack::put_uint(out, self.handler as u64);
-        msgpack::put_uint(out, self.op.as_u8() as u64);
-        msgpack::put_uint(out, flags.0 as u64);
-        msgpack::put_bin_header(out, self.payload.len());
-        out.put_slice(&self.payload);
-        if let Some(s) = &self.subroute {
-            out.put_slice(s.as_bytes());
+        (if flags.contains(Flags::SUBROUTE) {
+            SUBROUTE_LEN
+        } else {
+            0
+        }) + if flags.contains(Flags::CRC) {
+            CRC_LEN
+        } else {
+            0
         }
-        if flags.contains(Flags::CRC) {
+    }
+
+    /// Appends `head` (from [`Frame::head`]), the payload and the trailers.
+    #[inline]
+    fn encode_after(&self, out: &mut BytesMut, head: &[u8]) {
+        let start = out.len();
+        out.extend_from_slice(head);
+        out.extend_from_slice(&self.payload);
+        if let Some(s) = &self.subroute {
+            out.extend_from_slice(s.as_bytes());
+        }
+        if self.flags.contains(Flags::CRC) {
             let crc = crc(&out[start..]);
             out.put_u32_le(crc);
         }
@@ -369,6 +404,37 @@ impl Frame {
         let mut out = BytesMut::with_capacity(self.encoded_len());
         self.encode(&mut out);
         out.freeze()
+    }
+}
+
+/// The longest [`Frame::head`]: the array header, six integers (1 + 9 + 5 + 5 + 2 +
+/// 2 + 2 bytes at most) and a bin header (5 at most).
+const HEAD_MAX: usize = 32;
+
+/// Writes `v` at `buf[*n..]` in the smallest unsigned msgpack form (as
+/// [`msgpack::put_uint`] does) and moves `*n` past it.
+#[inline(always)]
+fn put_uint_at(buf: &mut [u8; HEAD_MAX], n: &mut usize, v: u64) {
+    let i = *n;
+    if v < 128 {
+        buf[i] = v as u8;
+        *n = i + 1;
+    } else if v <= 0xff {
+        buf[i] = msgpack::UINT8;
+        buf[i + 1] = v as u8;
+        *n = i + 2;
+    } else if v <= 0xffff {
+        buf[i] = msgpack::UINT16;
+        buf[i + 1..i + 3].copy_from_slice(&(v as u16).to_be_bytes());
+        *n = i + 3;
+    } else if v <= 0xffff_ffff {
+        buf[i] = msgpack::UINT32;
+        buf[i + 1..i + 5].copy_from_slice(&(v as u32).to_be_bytes());
+        *n = i + 5;
+    } else {
+        buf[i] = msgpack::UINT64;
+        buf[i + 1..i + 9].copy_from_slice(&v.to_be_bytes());
+        *n = i + 9;
     }
 }
 
