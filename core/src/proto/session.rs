@@ -444,6 +444,11 @@ impl Session {
     /// A malformed message ends the session ([`Event::Lost`]); an unknown op, or a
     /// frame for a mux we do not know, is counted and ignored.
     pub fn handle_message(&mut self, now: Instant, msg: Bytes) {
+        // A timer due by `now` fired before this message arrived, whatever order the
+        // driver noticed them in: a deadline that passed wins over a late answer.
+        if self.poll_timeout().is_some_and(|t| t <= now) {
+            self.handle_timeout(now);
+        }
         if self.state == State::Closed {
             return;
         }

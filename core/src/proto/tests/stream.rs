@@ -182,3 +182,33 @@ fn an_unregistered_stream_handler_fails_locally() {
         Err(CallError::UnknownHandler)
     );
 }
+
+#[test]
+fn a_deadline_that_passed_wins_over_a_later_disconnect_notice() {
+    // The client's timer is handled late (a busy driver): the server's own deadline
+    // kill arrives first. The stream still ends with DeadlineExceeded, not Disconnected.
+    let mut p = Pair::connected();
+    let (c, _s) = open(&mut p, STREAM, None, Some(Duration::from_millis(50)));
+    let late = p.now + Duration::from_millis(60);
+    p.b.s.handle_timeout(late);
+    let mut buf = bytes::BytesMut::new();
+    let mut notices = Vec::new();
+    while p.b.s.poll_transmit(&mut buf).is_some() {
+        notices.push(buf.split().freeze());
+    }
+    assert!(
+        !notices.is_empty(),
+        "the server tells the client its deadline killed the stream"
+    );
+    for m in notices {
+        p.a.s.handle_message(late, m);
+    }
+    let mut ended = Vec::new();
+    while let Some(e) = p.a.s.poll_event() {
+        if let Event::Closed { key, error } = e {
+            assert_eq!(key, c);
+            ended.push(error);
+        }
+    }
+    assert_eq!(ended, [CallError::DeadlineExceeded]);
+}
