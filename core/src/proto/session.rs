@@ -1271,10 +1271,9 @@ impl Session {
             self.refuse(f, text);
             return None;
         }
-        if self.is_congested() {
-            self.stats.replies_dropped += 1;
-            return None;
-        }
+        // No congestion check: an admitted call costs at most its answer and is bounded
+        // by `max_muxes`, while dropping it would leave its caller waiting out its
+        // whole deadline.
         Some((key, kind))
     }
 

@@ -889,3 +889,30 @@ fn row28_stream_sequence_numbers_wrap_past_u32_max() {
             .all(|e| matches!(e, Event::Readable(_)))
     );
 }
+
+#[test]
+fn a_call_arriving_while_the_queue_is_full_is_still_served() {
+    let mut p = Pair::connected_with(with_config(|c| c.max_queued_frames = 64));
+    let ping = {
+        let mut f = Frame::new(Op::Ping);
+        f.payload = codec::to_payload(|b| Ping::default().encode(b));
+        f.to_bytes()
+    };
+    // Fill b's outbound queue with pongs, then a request arrives in the same batch.
+    for _ in 0..100 {
+        p.inject_to_b(ping.clone());
+    }
+    let mut req = forge(Op::Request, 5, 0, Flags::EOF, b"still served");
+    req.handler = ECHO.id;
+    req.deadline_ms = 60_000;
+    p.inject_to_b(req.to_bytes());
+    p.step();
+    assert!(p.b.s.is_congested());
+    let (mux, payload, _) = p.b.expect_request();
+    assert_eq!((mux, &payload[..]), (5, &b"still served"[..]));
+    assert!(p.b.s.respond(p.now, mux, Ok(payload)));
+    p.drive();
+    let resp = p.a.received_ops(Op::Response);
+    assert_eq!(resp.len(), 1);
+    assert_eq!(&resp[0].payload[..], b"still served");
+}
