@@ -7,11 +7,14 @@
 //! * 0, 1: raw bytes (u16 length, then the bytes) delivered as one message;
 //! * 2, 3: 1–4 frames (bits 4–5) built from fuzzed fields ([`common::FrameSpec`]: op,
 //!   mux ID, mostly one the target knows, seq, deadline, handler, flags, subroute,
-//!   payload), encoded by the codec with a correct CRC, alone or as one container;
+//!   payload), encoded by the codec with a correct CRC, alone or as one container; with
+//!   bit 6, a flood: the frames repeated up to 256 times in one container, mux ID and
+//!   seq optionally moving on per copy (to reach the queue and mux limits);
 //! * 4: a tick: virtual time advances by a fuzzed amount, timers firing late in one
 //!   call, or each at its own instant (optionally delivering messages as they go);
 //! * 5: a local command (request, open stream, cancel, send, read, close_send, respond,
-//!   finish) so that outgoing muxes and handler answers exist for the frames to hit;
+//!   finish, a burst of requests or stream opens) so that outgoing muxes and handler
+//!   answers exist for the frames to hit;
 //! * 6: delivers 1–16 messages in flight to one side, in order; 7: delivers all.
 //!
 //! After every input the events and outbound messages are drained and the checks of
@@ -31,6 +34,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{FrameSpec, InKind, Input, Node, OutKind, Pair};
+use grid_core::codec::Frame;
 use grid_core::proto::{LostReason, MuxKey, Read};
 use libfuzzer_sys::fuzz_target;
 
@@ -46,7 +50,7 @@ fn local_command(p: &mut Pair, i: usize, inp: &mut Input<'_>) {
     let sel = inp.u8();
     let n = &mut p.n[i];
     n.begin();
-    match kind % 10 {
+    match kind % 12 {
         0 => {
             let h = common::request_handlers()[sel as usize % 5];
             let payload = common::pattern(usize::from(inp.u8()) * 8, kind);
@@ -84,7 +88,7 @@ fn local_command(p: &mut Pair, i: usize, inp: &mut Input<'_>) {
             let _ = n.send(now, MuxKey::incoming(id), item);
         }
         5 | 6 => {
-            let key = if kind % 10 == 5 {
+            let key = if kind % 12 == 5 {
                 MuxKey::outgoing(Node::pick(&n.out_ids(Some(OutKind::Stream)), sel))
             } else {
                 MuxKey::incoming(Node::pick(
@@ -113,7 +117,7 @@ fn local_command(p: &mut Pair, i: usize, inp: &mut Input<'_>) {
             };
             n.respond(now, id, result);
         }
-        _ => {
+        9 => {
             let id = Node::pick(&n.in_ids(&[InKind::Stream, InKind::Finishing]), sel);
             let result = if inp.bool() {
                 Ok(())
@@ -122,8 +126,42 @@ fn local_command(p: &mut Pair, i: usize, inp: &mut Input<'_>) {
             };
             n.finish(now, id, result);
         }
+        10 => {
+            // A burst of requests: up to the mux limit, or the queue's byte limit.
+            let len = usize::from(inp.u8()) * 16;
+            for k in 0..sel {
+                let _ = n.request(now, common::SINGLE, common::pattern(len, k), None);
+            }
+        }
+        _ => {
+            // A burst of stream opens, each sending what its credit allows once acked.
+            let h = common::stream_handlers()[usize::from(inp.u8()) % 4];
+            for _ in 0..sel {
+                let _ = n.open_stream(now, h, None, None);
+            }
+        }
     }
     p.settle(i);
+}
+
+/// The frames repeated `times` times in one container, each copy's mux ID and seq moved
+/// on by its index when `mode` says so: enough frames in one message to push the outbound
+/// queue past its limit and the tables to `max_muxes`.
+fn flood(frames: &[Frame], times: u8, mode: u8) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for k in 0..=u64::from(times) {
+        for f in frames {
+            let mut f = f.clone();
+            if mode & 1 != 0 {
+                f.mux_id = f.mux_id.wrapping_add(k);
+            }
+            if mode & 2 != 0 {
+                f.seq = f.seq.wrapping_add(k as u32);
+            }
+            out.push(f);
+        }
+    }
+    out
 }
 
 fn run(data: &[u8]) {
@@ -141,9 +179,12 @@ fn run(data: &[u8]) {
             }
             2 | 3 => {
                 let count = usize::from((tag >> 4) & 3) + 1;
-                let frames: Vec<_> = (0..count)
+                let mut frames: Vec<_> = (0..count)
                     .map(|_| FrameSpec::read(&mut inp, &p.n[side]).frame())
                     .collect();
+                if tag & 0x40 != 0 {
+                    frames = flood(&frames, inp.u8(), inp.u8());
+                }
                 p.message(side, common::encode_frames(&frames));
             }
             4 => {
