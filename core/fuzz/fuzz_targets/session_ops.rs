@@ -1,7 +1,7 @@
 //! Sequences of session operations on a connected pair exchanging real messages.
 //!
 //! The input is an `arbitrary` list of [`Action`]s: open a request or a stream (various
-//! handlers, payload sizes, deadlines), cancel, send an item, read, close_send, respond
+//! handlers, payload sizes, deadlines), a burst of them (to the mux or queue limit), cancel, send an item, read, close_send, respond
 //! or finish on the server side from the pending calls, tick (virtual time passes),
 //! deliver messages in flight (the fuzzer picks the direction, so the two directions are
 //! reordered against each other; one direction is always delivered in order), drop a
@@ -88,6 +88,13 @@ enum Action {
         handler: u8,
         payload: Option<u16>,
         deadline_ms: Option<u16>,
+    },
+    /// Many calls at once: to the mux limit, or the queue's byte limit.
+    Burst {
+        side: Side,
+        count: u8,
+        len: u16,
+        stream: bool,
     },
     Cancel {
         side: Side,
@@ -335,6 +342,29 @@ fn act(p: &mut Pair, o: &mut Oracle, a: &Action) {
             p.n[i].begin();
             if let Ok(id) = p.n[i].open_stream(now, h, payload.clone(), deadline) {
                 o.streams.insert((i, id), (h, payload));
+            }
+            p.settle(i);
+        }
+        Action::Burst {
+            side,
+            count,
+            len,
+            stream,
+        } => {
+            let i = side.i();
+            let len = *len as usize % (MAX_PAYLOAD + 1);
+            p.n[i].begin();
+            for k in 0..*count {
+                let payload = common::pattern(len, k);
+                if *stream {
+                    let h = common::stream_handlers()[usize::from(k) % 4];
+                    let payload = Some(payload);
+                    if let Ok(id) = p.n[i].open_stream(now, h, payload.clone(), None) {
+                        o.streams.insert((i, id), (h, payload));
+                    }
+                } else if let Ok(id) = p.n[i].request(now, common::SINGLE, payload.clone(), None) {
+                    o.requests.insert((i, id), (common::SINGLE, payload));
+                }
             }
             p.settle(i);
         }
