@@ -2,6 +2,7 @@
 //! liveness, keepalive and the outbound queue.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -831,10 +832,15 @@ impl Session {
         Ok(())
     }
 
-    fn alloc_mux_id(&mut self) -> u64 {
+    /// Adds `mux` to the outgoing table under the next free mux ID (looked up once).
+    fn add_outgoing(&mut self, mux: ClientMux) -> u64 {
         loop {
             self.next_mux_id = self.next_mux_id.wrapping_add(1);
-            if self.next_mux_id != 0 && !self.outgoing.contains_key(&self.next_mux_id) {
+            if self.next_mux_id == 0 {
+                continue;
+            }
+            if let Entry::Vacant(v) = self.outgoing.entry(self.next_mux_id) {
+                v.insert(mux);
                 return self.next_mux_id;
             }
         }
@@ -861,9 +867,8 @@ impl Session {
         self.check_start(&handler)?;
         let d = deadline.unwrap_or(self.cluster.config.default_request_deadline);
         let ms = Self::deadline_ms(d)?;
-        let id = self.alloc_mux_id();
         let at = now + d;
-        self.outgoing.insert(id, ClientMux::Single { deadline: at });
+        let id = self.add_outgoing(ClientMux::Single { deadline: at });
         self.mux_timers
             .insert(at, MuxKey::outgoing(id), MuxTimer::Deadline);
         let mut f = self.frame(Op::Request, id, 0, Flags::EOF, payload);
@@ -893,37 +898,33 @@ impl Session {
             return Err(CallError::UnknownHandler);
         };
         let ms = deadline.map(Self::deadline_ms).transpose()?.unwrap_or(0);
-        let id = self.alloc_mux_id();
-        let key = MuxKey::outgoing(id);
         let cfg = &self.cluster.config;
         let deadline = deadline.map(|d| now + d);
         let tick = (deadline.is_none() || ms as u128 > cfg.mux_ping_interval.as_millis())
             .then(|| now + cfg.mux_ping_interval);
+        let id = self.add_outgoing(ClientMux::Stream(Box::new(ClientStream {
+            in_capacity,
+            out_capacity,
+            send_seq: 1,
+            recv_seq: 0,
+            credits: 0,
+            acked: false,
+            input_closed: in_capacity == 0,
+            want_read: true,
+            want_write: false,
+            items: VecDeque::new(),
+            end: None,
+            deadline,
+            tick,
+            last_pong: now,
+        })));
+        let key = MuxKey::outgoing(id);
         if let Some(at) = deadline {
             self.mux_timers.insert(at, key, MuxTimer::Deadline);
         }
         if let Some(at) = tick {
             self.mux_timers.insert(at, key, MuxTimer::Tick);
         }
-        self.outgoing.insert(
-            id,
-            ClientMux::Stream(Box::new(ClientStream {
-                in_capacity,
-                out_capacity,
-                send_seq: 1,
-                recv_seq: 0,
-                credits: 0,
-                acked: false,
-                input_closed: in_capacity == 0,
-                want_read: true,
-                want_write: false,
-                items: VecDeque::new(),
-                end: None,
-                deadline,
-                tick,
-                last_pong: now,
-            })),
-        );
         let flags = Flags::NONE.set(Flags::EOF, in_capacity == 0).set(
             Flags::PAYLOAD_IS_ZERO,
             payload.as_ref().is_some_and(Bytes::is_empty),
@@ -1004,11 +1005,13 @@ impl Session {
     }
 
     fn on_response(&mut self, f: Frame) {
-        let Some(ClientMux::Single { deadline }) = self.outgoing.get(&f.mux_id) else {
-            return self.stale(&f);
+        let deadline = match self.outgoing.entry(f.mux_id) {
+            Entry::Occupied(e) if matches!(e.get(), ClientMux::Single { .. }) => match e.remove() {
+                ClientMux::Single { deadline } => deadline,
+                ClientMux::Stream(_) => unreachable!("matched a single request"),
+            },
+            _ => return self.stale(&f),
         };
-        let deadline = *deadline;
-        self.outgoing.remove(&f.mux_id);
         self.mux_timers.remove(
             Some(deadline),
             MuxKey::outgoing(f.mux_id),
@@ -1556,16 +1559,15 @@ impl Session {
     /// Answers a single request. Returns `false` if the call is gone (its deadline
     /// passed, or the link was lost): the result is dropped, as the protocol says.
     pub fn respond(&mut self, _now: Instant, mux_id: u64, result: Result<Bytes, String>) -> bool {
-        let seq = match self.incoming.get(&mux_id) {
-            Some(ServerMux::Single { seq, deadline }) => {
-                let (seq, deadline) = (*seq, *deadline);
-                self.incoming.remove(&mux_id);
-                self.mux_timers
-                    .remove(deadline, MuxKey::incoming(mux_id), MuxTimer::Deadline);
-                seq
-            }
+        let (seq, deadline) = match self.incoming.entry(mux_id) {
+            Entry::Occupied(e) if matches!(e.get(), ServerMux::Single { .. }) => match e.remove() {
+                ServerMux::Single { seq, deadline } => (seq, deadline),
+                ServerMux::Stream(_) => unreachable!("matched a single request"),
+            },
             _ => return false,
         };
+        self.mux_timers
+            .remove(deadline, MuxKey::incoming(mux_id), MuxTimer::Deadline);
         let f = match result {
             Ok(p) => {
                 let zero = Flags::NONE.set(Flags::PAYLOAD_IS_ZERO, p.is_empty());
