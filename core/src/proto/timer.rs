@@ -25,29 +25,40 @@ impl ConnTimer {
         [ConnTimer::Handshake, ConnTimer::Ping, ConnTimer::Keepalive];
 }
 
-/// The connection timer table.
+/// The connection timer table, with its earliest deadline kept (it is asked after every
+/// input; the timers change a few times per ping interval).
 #[derive(Debug, Default)]
-pub(crate) struct ConnTimers([Option<Instant>; 3]);
+pub(crate) struct ConnTimers {
+    at: [Option<Instant>; 3],
+    next: Option<Instant>,
+}
 
 impl ConnTimers {
     pub(crate) fn set(&mut self, t: ConnTimer, at: Instant) {
-        self.0[t as usize] = Some(at);
+        self.at[t as usize] = Some(at);
+        self.update();
     }
 
     pub(crate) fn stop(&mut self, t: ConnTimer) {
-        self.0[t as usize] = None;
+        self.at[t as usize] = None;
+        self.update();
     }
 
     pub(crate) fn is_expired(&self, t: ConnTimer, now: Instant) -> bool {
-        self.0[t as usize].is_some_and(|at| at <= now)
+        self.at[t as usize].is_some_and(|at| at <= now)
     }
 
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.0.iter().flatten().min().copied()
+        self.next
     }
 
     pub(crate) fn clear(&mut self) {
-        self.0 = [None; 3];
+        self.at = [None; 3];
+        self.next = None;
+    }
+
+    fn update(&mut self) {
+        self.next = self.at.iter().flatten().min().copied();
     }
 }
 
@@ -112,6 +123,15 @@ impl Lane {
             self.slots.binary_search_by(|s| s.key().cmp(&k)).ok()?
         };
         self.slots[i].live.then_some(i)
+    }
+
+    /// Removes the front slot (live).
+    fn pop_front(&mut self) {
+        self.slots.pop_front();
+        self.live -= 1;
+        while self.slots.front().is_some_and(|s| !s.live) {
+            self.slots.pop_front();
+        }
     }
 
     /// Marks slot `i` removed.
@@ -215,7 +235,7 @@ impl MuxTimers {
         let removed = match self.first {
             Some((First::Lane(i), f)) if f == e => {
                 // The earliest timer is its lane's front.
-                self.lanes[i].kill(0);
+                self.lanes[i].pop_front();
                 true
             }
             _ => {
@@ -269,7 +289,7 @@ impl MuxTimers {
             return None;
         }
         match place {
-            First::Lane(i) => self.lanes[i].kill(0),
+            First::Lane(i) => self.lanes[i].pop_front(),
             First::Overflow => {
                 self.overflow.pop_first();
             }
