@@ -339,6 +339,8 @@ pub struct Sim {
     work_seq: u64,
     hasher: Xxh3,
     tail: VecDeque<String>,
+    /// Lines of transcript kept (`GRID_SIM_TAIL`, default 60).
+    tail_len: usize,
     faults: usize,
     corrupted: bool,
     messages: u64,
@@ -434,6 +436,10 @@ impl Sim {
             work_seq: 0,
             hasher: Xxh3::new(),
             tail: VecDeque::new(),
+            tail_len: std::env::var("GRID_SIM_TAIL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60),
             faults: 0,
             corrupted: false,
             messages: 0,
@@ -453,7 +459,7 @@ impl Sim {
         }
         if self.cfg.record {
             let line = format!("{:>10.3}ms {}", self.elapsed_ms(), text());
-            if self.tail.len() >= 60 {
+            if self.tail.len() >= self.tail_len {
                 self.tail.pop_front();
             }
             self.tail.push_back(line);
@@ -1621,9 +1627,19 @@ impl Sim {
         }
     }
 
+    /// Everything has drained: every caller has its outcome, and no handler, session
+    /// or wire still holds part of a call (a cancel notice may still be in flight).
     fn settled(&self) -> bool {
         self.calls.values().all(|c| c.outcome.is_some())
             && self.work.is_empty()
+            && self.nodes.iter().all(|n| n.calls_in.is_empty())
+            && self.conns.values().all(|c| {
+                c.inbox.iter().all(VecDeque::is_empty)
+                    && c.sessions.iter().flatten().all(|s| {
+                        let st = s.stats();
+                        st.outgoing_muxes == 0 && st.incoming_muxes == 0
+                    })
+            })
             && self.all_links_up()
     }
 
