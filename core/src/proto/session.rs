@@ -1071,13 +1071,39 @@ impl Session {
     /// The live outgoing stream for a frame, with its seq checked (when `check`), or
     /// `None` after replying or failing as the protocol says.
     fn client_stream_for(&mut self, f: &Frame, check: bool) -> Option<&mut ClientStream> {
-        match self.outgoing.get(&f.mux_id) {
-            Some(ClientMux::Stream(s)) if s.end.is_none() => {}
-            Some(_) => {
-                self.stale(f);
-                return None;
+        /// Why a frame found no live stream.
+        enum Miss {
+            Ended,
+            Unknown,
+            Sequence(u32),
+        }
+        // One lookup checks (and advances the receive sequence); a hit looks the stream
+        // up again to hand it out, as the borrow checker cannot see that the misses
+        // below no longer need it.
+        let miss = match self.outgoing.get_mut(&f.mux_id) {
+            Some(ClientMux::Stream(s)) if s.end.is_none() => {
+                if check && s.recv_seq != f.seq {
+                    Some(Miss::Sequence(s.recv_seq))
+                } else {
+                    if check {
+                        s.recv_seq = s.recv_seq.wrapping_add(1);
+                    }
+                    None
+                }
             }
-            None => {
+            Some(_) => Some(Miss::Ended),
+            None => Some(Miss::Unknown),
+        };
+        match miss {
+            None => match self.outgoing.get_mut(&f.mux_id) {
+                Some(ClientMux::Stream(s)) => Some(s),
+                _ => None,
+            },
+            Some(Miss::Ended) => {
+                self.stale(f);
+                None
+            }
+            Some(Miss::Unknown) => {
                 self.stale(f);
                 if !f.flags.contains(Flags::EOF) {
                     // Tell the server to drop its side (the correct op, not Go's
@@ -1091,23 +1117,13 @@ impl Session {
                     );
                     self.reply(r);
                 }
-                return None;
+                None
             }
-        }
-        if check {
-            let Some(ClientMux::Stream(s)) = self.outgoing.get_mut(&f.mux_id) else {
-                unreachable!("checked above")
-            };
-            if s.recv_seq != f.seq {
-                debug!(target: TARGET, mux = f.mux_id, want = s.recv_seq, got = f.seq, "out-of-sequence frame");
+            Some(Miss::Sequence(want)) => {
+                debug!(target: TARGET, mux = f.mux_id, want, got = f.seq, "out-of-sequence frame");
                 self.fail_client_stream(f.mux_id, CallError::IncorrectSequence, false);
-                return None;
+                None
             }
-            s.recv_seq = s.recv_seq.wrapping_add(1);
-        }
-        match self.outgoing.get_mut(&f.mux_id) {
-            Some(ClientMux::Stream(s)) => Some(s),
-            _ => None,
         }
     }
 
