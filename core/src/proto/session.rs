@@ -1159,16 +1159,18 @@ impl Session {
         }
     }
 
-    fn on_server_msg(&mut self, now: Instant, f: Frame) {
+    fn on_server_msg(&mut self, now: Instant, mut f: Frame) {
         let key = MuxKey::outgoing(f.mux_id);
         let is_err = f.flags.contains(Flags::PAYLOAD_IS_ERR);
         let eof = f.flags.contains(Flags::EOF);
-        let payload = f.payload().cloned();
-        if payload.is_none() && !is_err && !eof {
+        let has_payload = f.payload().is_some();
+        if !has_payload && !is_err && !eof {
             // An absent payload without EOF is "no item" (PROTOCOL.md §1.4).
             return self.stale(&f);
         }
-        let check = is_err || payload.is_some();
+        let check = is_err || has_payload;
+        // The item moves out of the frame (no reference count taken and dropped).
+        let payload = (has_payload && !is_err).then(|| std::mem::take(&mut f.payload));
         let Some(s) = self.client_stream_for(&f, check) else {
             return;
         };
@@ -1321,7 +1323,7 @@ impl Session {
         });
     }
 
-    fn on_connect_mux(&mut self, now: Instant, f: Frame) {
+    fn on_connect_mux(&mut self, now: Instant, mut f: Frame) {
         if f.flags.contains(Flags::STATELESS) {
             return self.refuse(&f, "Stateless streams not supported".into());
         }
@@ -1370,7 +1372,10 @@ impl Session {
         );
         let ack = self.frame(Op::AckMux, f.mux_id, ack_seq, Flags::NONE, Bytes::new());
         self.queue_frame(ack);
-        let payload = f.payload().cloned();
+        let payload = f
+            .payload()
+            .is_some()
+            .then(|| std::mem::take(&mut f.payload));
         self.events.push_back(Event::StreamOpened {
             mux_id: f.mux_id,
             handler,
@@ -1479,7 +1484,7 @@ impl Session {
         None
     }
 
-    fn on_client_msg(&mut self, f: Frame) {
+    fn on_client_msg(&mut self, mut f: Frame) {
         let key = MuxKey::incoming(f.mux_id);
         if !self.incoming.contains_key(&f.mux_id) {
             self.stale(&f);
@@ -1493,7 +1498,10 @@ impl Session {
             return self.reply(r);
         }
         let eof = f.flags.contains(Flags::EOF);
-        let payload = f.payload().cloned();
+        let payload = f
+            .payload()
+            .is_some()
+            .then(|| std::mem::take(&mut f.payload));
         let Some(s) = self.server_stream_for(&f, true) else {
             return;
         };
