@@ -1292,9 +1292,16 @@ impl Session {
             self.refuse(f, text);
             return None;
         }
-        // No congestion check: an admitted call costs at most its answer and is bounded
-        // by `max_muxes`, while dropping it would leave its caller waiting out its
-        // whole deadline.
+        // A full queue does not stop admission: an admitted call costs at most its answer
+        // and is bounded by `max_muxes`, while dropping it would leave its caller waiting
+        // out its whole deadline. But a stream's ack is queued on admission, and a peer
+        // that cancels each call at once is not held by `max_muxes`: past
+        // `max_queued_frames + max_muxes` a call is dropped like a reply.
+        let cfg = &self.cluster.config;
+        if self.queue.len() >= cfg.max_queued_frames.saturating_add(cfg.max_muxes) {
+            self.stats.replies_dropped += 1;
+            return None;
+        }
         Some((key, kind))
     }
 

@@ -4,6 +4,7 @@ mod harness;
 
 mod faults;
 mod flow;
+mod fuzz_regressions;
 mod handshake;
 mod liveness;
 mod single;
