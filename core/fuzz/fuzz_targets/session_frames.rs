@@ -8,7 +8,7 @@
 //! * 2, 3: 1–4 frames (bits 4–5) built from fuzzed fields ([`common::FrameSpec`]: op,
 //!   mux ID, mostly one the target knows, seq, deadline, handler, flags, subroute,
 //!   payload), encoded by the codec with a correct CRC, alone or as one container; with
-//!   bit 6, a flood: the frames repeated up to 256 times in one container, mux ID and
+//!   bit 6, a flood: the frames repeated up to 1024 times in one container, mux ID and
 //!   seq optionally moving on per copy (to reach the queue and mux limits);
 //! * 4: a tick: virtual time advances by a fuzzed amount, timers firing late in one
 //!   call, or each at its own instant (optionally delivering messages as they go);
@@ -144,10 +144,10 @@ fn local_command(p: &mut Pair, i: usize, inp: &mut Input<'_>) {
     p.settle(i);
 }
 
-/// The frames repeated `times` times in one container, each copy's mux ID and seq moved
+/// The frames repeated `times + 1` times in one container, each copy's mux ID and seq moved
 /// on by its index when `mode` says so: enough frames in one message to push the outbound
 /// queue past its limit and the tables to `max_muxes`.
-fn flood(frames: &[Frame], times: u8, mode: u8) -> Vec<Frame> {
+fn flood(frames: &[Frame], times: u16, mode: u8) -> Vec<Frame> {
     let mut out = Vec::new();
     for k in 0..=u64::from(times) {
         for f in frames {
@@ -183,7 +183,7 @@ fn run(data: &[u8]) {
                     .map(|_| FrameSpec::read(&mut inp, &p.n[side]).frame())
                     .collect();
                 if tag & 0x40 != 0 {
-                    frames = flood(&frames, inp.u8(), inp.u8());
+                    frames = flood(&frames, inp.u16() % 1024, inp.u8());
                 }
                 p.message(side, common::encode_frames(&frames));
             }

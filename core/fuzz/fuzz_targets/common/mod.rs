@@ -290,11 +290,12 @@ impl Node {
             self.on_event(&e);
             self.log.push(e);
         }
-        // Before any congestion a peer's input queues at most `max_queued_frames`; after
-        // it only frames that end a mux (one each) or a stream tick and deadline (two for
-        // a mux in one tick) may still be queued, plus the connection ping.
+        // The bound does not grow with the input: whatever one message, tick or command
+        // holds, the queue may pass `max_queued_frames` only by what the muxes the
+        // tables can hold account for (a tick ping and an ending frame each, for
+        // `max_muxes` in each table), plus the connection ping and a few more.
         let q = self.s.stats().queued_frames;
-        let bound = self.cfg.max_queued_frames + 2 * (self.before + self.opened) + 8;
+        let bound = self.cfg.max_queued_frames + 2 * (2 * self.cfg.max_muxes) + 16;
         assert!(
             q <= bound,
             "{}: {q} frames queued, bound {bound} ({} muxes before, {} opened)",
