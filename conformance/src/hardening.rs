@@ -21,6 +21,9 @@ use grid_core::codec::should_dial;
 use grid_core::driver::{Connection, Manager, Request, Runtime};
 use grid_core::proto::{CallError, Config};
 
+use crate::accept_faults::{
+    self, ABORTED, AcceptScript, EMFILE, ENFILE, Outcome as AcceptOutcome, RESET,
+};
 use crate::proxy::{Dir, FaultProxy};
 use crate::suite::{
     ECHO, FAIL, HANG, PUSH, Probe, STREAM_ECHO, handlers, test_config, until_link_works, within,
@@ -89,6 +92,16 @@ impl Proxied {
 /// Starts a [`Proxied`] pair with `config` and the suite's handlers (plus [`COUNT`]),
 /// and waits until the link is up.
 pub async fn proxied(rt: &Arc<dyn Runtime>, config: Config) -> Proxied {
+    proxied_on(rt, rt, config).await
+}
+
+/// [`proxied`], with the acceptor started on `acceptor_rt` (for example one whose
+/// listener fails on cue).
+pub async fn proxied_on(
+    rt: &Arc<dyn Runtime>,
+    acceptor_rt: &Arc<dyn Runtime>,
+    config: Config,
+) -> Proxied {
     // The acceptor's identity is the proxy's address; which side dials depends on the
     // two host strings, so draw ports until the proxied node is the acceptor.
     let (dl, al, proxy, dh, ah) = (0..64)
@@ -105,7 +118,7 @@ pub async fn proxied(rt: &Arc<dyn Runtime>, config: Config) -> Proxied {
     let hosts = [dh.clone(), ah.clone()];
     let probe = Arc::new(Probe::default());
     let counts: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
-    let start = |host: &str, l: std::net::TcpListener| {
+    let start = |host: &str, l: std::net::TcpListener, node_rt: &Arc<dyn Runtime>| {
         let counts = counts.clone();
         let rt2 = rt.clone();
         let b = Manager::builder(host, &hosts)
@@ -132,11 +145,11 @@ pub async fn proxied(rt: &Arc<dyn Runtime>, config: Config) -> Proxied {
             })
             .expect("register");
         handlers(b, &probe, false)
-            .start(rt.clone())
+            .start(node_rt.clone())
             .expect("manager starts")
     };
-    let dialer = start(&dh, dl);
-    let acceptor = start(&ah, al);
+    let dialer = start(&dh, dl, rt);
+    let acceptor = start(&ah, al, acceptor_rt);
     let p = Proxied {
         dialer,
         acceptor,
@@ -847,6 +860,178 @@ pub async fn listener_survives_failed_connections(rt: Arc<dyn Runtime>) {
     p.shutdown().await;
 }
 
+/// The shortest pause a test accepts between an `accept` that failed for want of
+/// descriptors and the next one: the manager pauses 50 ms (a sleep never ends early);
+/// a listener that spins retries within microseconds.
+const MIN_ACCEPT_PAUSE: Duration = Duration::from_millis(25);
+
+/// Asserts that after every `accept` that failed as `backs_off` says, the listener
+/// paused at least [`MIN_ACCEPT_PAUSE`] before the next.
+fn assert_paused_after(
+    log: &[(Instant, AcceptOutcome)],
+    backs_off: impl Fn(&AcceptOutcome) -> bool,
+) {
+    let mut paused = 0;
+    for w in log.windows(2) {
+        if backs_off(&w[0].1) {
+            let gap = w[1].0 - w[0].0;
+            assert!(
+                gap >= MIN_ACCEPT_PAUSE,
+                "accept retried {gap:?} after {:?}",
+                w[0].1
+            );
+            paused += 1;
+        }
+    }
+    assert!(paused > 0, "no failed accept was followed by another");
+}
+
+fn descriptor_fault(o: &AcceptOutcome) -> bool {
+    matches!(o, AcceptOutcome::Scripted(f) if *f == EMFILE || *f == ENFILE)
+}
+
+/// The listener's own `accept` fails, from its first call: a burst of errors about the
+/// process (out of descriptors: `EMFILE`, `ENFILE`) and about single connections (300
+/// aborted or reset before the accept); the same burst again later, while the dialer
+/// reconnects. The listener keeps accepting through both: the link comes up and comes
+/// back, each descriptor error is followed by a pause, and the aborted connections are
+/// skipped without one (300 pauses would take 15 s).
+pub async fn listener_survives_accept_errors(rt: Arc<dyn Runtime>) {
+    let script = Arc::new(AcceptScript::default());
+    let burst = || {
+        let mut b = vec![EMFILE, EMFILE, ENFILE];
+        b.extend((0..300).map(|i| if i % 2 == 0 { ABORTED } else { RESET }));
+        b.push(EMFILE);
+        b
+    };
+    script.push(burst());
+    let acceptor_rt = accept_faults::runtime(rt.clone(), script.clone());
+    let t0 = Instant::now();
+    let p = proxied_on(&rt, &acceptor_rt, fast_config()).await;
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(5), "link up after {took:?}");
+    assert_eq!(script.pending(), 0);
+    let accepted = |o: &AcceptOutcome| *o == AcceptOutcome::Accepted;
+    within(&rt, LIMIT, async {
+        let before = script.count(accepted);
+        // Returned once the dialer's next connection waits in the backlog.
+        script.push(burst());
+        p.proxy.cut_rst();
+        until_link_works(&p.out()).await;
+        until_link_works(&p.back()).await;
+        assert_eq!(script.pending(), 0);
+        assert!(script.count(accepted) > before);
+    })
+    .await;
+    let log = script.log();
+    assert_eq!(log.iter().filter(|(_, o)| descriptor_fault(o)).count(), 8);
+    assert_paused_after(&log, descriptor_fault);
+    p.shutdown().await;
+}
+
+/// `accept` keeps failing with `EMFILE` (the process is out of descriptors) while the
+/// dialer reconnects: the listener neither stops nor spins (every retry comes at least
+/// [`MIN_ACCEPT_PAUSE`] after the failure before it), and the link comes back as soon
+/// as descriptors are available again. Shutting down while it fails leaves no task.
+pub async fn persistent_accept_error_backs_off(rt: Arc<dyn Runtime>) {
+    let script = Arc::new(AcceptScript::default());
+    let acceptor_rt = accept_faults::runtime(rt.clone(), script.clone());
+    let p = proxied_on(&rt, &acceptor_rt, fast_config()).await;
+    let failed = |o: &AcceptOutcome| *o == AcceptOutcome::Scripted(EMFILE);
+    within(&rt, LIMIT, async {
+        script.fail_until_cleared(EMFILE);
+        p.proxy.cut_rst();
+        while script.count(failed) < 10 {
+            sleep(&rt, Duration::from_millis(5)).await;
+        }
+        script.clear();
+        until_link_works(&p.out()).await;
+        until_link_works(&p.back()).await;
+        assert_paused_after(&script.log(), failed);
+        // Once more, and shut down while the listener is failing.
+        script.fail_until_cleared(EMFILE);
+        p.proxy.cut_rst();
+        let n = script.count(failed);
+        while script.count(failed) < n + 2 {
+            sleep(&rt, Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    p.shutdown().await;
+    assert_paused_after(&script.log(), failed);
+}
+
+/// The process runs out of descriptors while a connection waits: the listener's real
+/// `accept` fails with `EMFILE` and is retried after a pause, not in a spin, and the
+/// connection is accepted and upgraded once descriptors are free again.
+///
+/// It fills the process's descriptor table, so it must run alone in its process:
+/// `tests/descriptors.rs` runs it in a child process with a low `RLIMIT_NOFILE`.
+pub async fn accept_survives_descriptor_exhaustion(rt: Arc<dyn Runtime>) {
+    let script = Arc::new(AcceptScript::default());
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let host = format!("http://{addr}");
+    // A peer that dials this node: a node that dials would take descriptors.
+    let peer = (1..)
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .find(|p| should_dial(p, &host))
+        .expect("a peer that dials");
+    let m = Manager::builder(&host, &[&host, &peer])
+        .config(fast_config())
+        .listener(l)
+        .token_validator(|t| {
+            if t == "secret" {
+                Ok(())
+            } else {
+                Err("bad token".into())
+            }
+        })
+        .start(accept_faults::runtime(rt.clone(), script.clone()))
+        .expect("manager starts");
+    // The client's descriptor is taken before the table is filled.
+    let client =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let mut filler = Vec::new();
+    let full = loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => filler.push(f),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(full.raw_os_error(), EMFILE_ERRNO, "{full}");
+    // The kernel completes the handshake into the backlog; the accept cannot take it.
+    client.connect(&addr.into()).expect("connect");
+    let emfile = |o: &AcceptOutcome| matches!(o, AcceptOutcome::Failed(_, n) if *n == EMFILE_ERRNO);
+    within(&rt, LIMIT, async {
+        while script.count(emfile) < 5 {
+            sleep(&rt, Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(script.count(|o| *o == AcceptOutcome::Accepted), 0);
+    drop(filler);
+    let mut s = TcpStream::from(client);
+    let head = within(
+        &rt,
+        LIMIT,
+        blocking(move || {
+            s.write_all(upgrade_request("/minio/grid/v1", Some("secret")).as_bytes())
+                .expect("write");
+            read_head(&mut s)
+        }),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(script.count(|o| *o == AcceptOutcome::Accepted), 1);
+    assert_paused_after(&script.log(), emfile);
+    m.shutdown().await;
+    assert_eq!(m.running_tasks(), 0);
+}
+
+/// `EMFILE` on Linux and the BSDs.
+const EMFILE_ERRNO: Option<i32> = Some(24);
+
 /// The path refuses connections (accepted, then dropped at once) and then drips the
 /// dialer's bytes one every 5 ms (an upgrade takes longer than the dial and handshake
 /// deadlines): the dialer keeps trying on its schedule without a link, calls fail with
@@ -988,6 +1173,8 @@ macro_rules! hardening_tests {
             reconnect_storm,
             one_byte_chunks,
             listener_survives_failed_connections,
+            listener_survives_accept_errors,
+            persistent_accept_error_backs_off,
             refused_and_dripping_paths,
             shutdown_with_stalled_peer,
             max_muxes_at_the_edge,

@@ -1,6 +1,7 @@
 //! Grid's conformance tools: the `gridwire` inspector, the deterministic simulation,
 //! the async suites (byte-level and typed) shared by every runtime, and the benchmarks.
 
+pub mod accept_faults;
 pub mod hardening;
 pub mod logs;
 pub mod proxy;

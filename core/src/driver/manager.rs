@@ -373,8 +373,26 @@ impl Manager {
     }
 }
 
+/// How long the listener pauses after an accept error that is not about one connection
+/// (out of descriptors or buffers): such an error lasts until something is freed, and
+/// retrying at once would spin.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether an accept error concerns only the connection being accepted (reset or
+/// aborted before we took it), so that the next one can be taken at once.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    )
+}
+
 async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
     let shared = inner.shared.clone();
+    // Backed-off failures in a row: only the first is a warning, so a process out of
+    // descriptors logs once per episode, not twenty times a second.
+    let mut failing = 0u64;
     let mut shutdown = shared.shutdown.wait();
     loop {
         let next = match select(listener.accept(), &mut shutdown).await {
@@ -383,6 +401,10 @@ async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
         };
         match next {
             Ok((io, peer)) => {
+                if failing > 0 {
+                    info!(target: "grid::manager", failed = failing, "accepting again");
+                    failing = 0;
+                }
                 let inner2 = inner.clone();
                 shared.spawn(async move {
                     // A handshake in progress must not outlive shutdown.
@@ -390,12 +412,19 @@ async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
                     let _ = select(Box::pin(serve(&inner2, io, Some(peer))), stop).await;
                 });
             }
+            Err(e) if is_connection_error(&e) => {
+                debug!(target: "grid::manager", error = %e, "connection failed before accept");
+            }
             Err(e) => {
-                // Accept errors (out of descriptors, aborted handshakes) must not stop
-                // the listener; back off briefly so a persistent error does not spin.
-                warn!(target: "grid::manager", error = %e, "accept failed");
-                let pause =
-                    shared.sleep_until(Instant::now() + std::time::Duration::from_millis(50));
+                // Out of descriptors or buffers: the listener must neither stop nor
+                // spin; it backs off, as production servers do, and tries again.
+                failing += 1;
+                if failing == 1 {
+                    warn!(target: "grid::manager", error = %e, "accept failed; backing off");
+                } else {
+                    debug!(target: "grid::manager", error = %e, failing, "accept failed");
+                }
+                let pause = shared.sleep_until(Instant::now() + ACCEPT_BACKOFF);
                 if let Either::Right(_) = select(pause, &mut shutdown).await {
                     break;
                 }
