@@ -6,6 +6,7 @@ mod faults;
 mod flow;
 mod fuzz_regressions;
 mod handshake;
+mod limits;
 mod liveness;
 mod single;
 mod stream;
