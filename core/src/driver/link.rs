@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) rejections: Mutex<HashSet<(String, String)>>,
     pub(crate) ws_config: WebSocketConfig,
     pub(crate) seed: u64,
+    /// How this node speaks TLS, if it was given a configuration.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<super::tls::TlsConfig>,
 }
 
 impl Shared {

@@ -43,6 +43,23 @@ pub enum StartError {
     /// The local host string is not usable.
     #[error("{0}")]
     Host(String),
+    /// A host string is a TLS host (`https://`, `wss://`) but the manager has no TLS
+    /// configuration (see `ManagerBuilder::tls`, feature `tls`). Any TLS host in the
+    /// cluster needs one: this node may have to dial it.
+    #[cfg_attr(
+        feature = "tls",
+        error(
+            "{host} is a TLS host but the manager has no TLS configuration (ManagerBuilder::tls)"
+        )
+    )]
+    #[cfg_attr(
+        not(feature = "tls"),
+        error("{host} is a TLS host but Grid was built without its `tls` feature")
+    )]
+    TlsNotConfigured {
+        /// The first TLS host string found (this node's own, or a peer's).
+        host: String,
+    },
 }
 
 /// Builds a [`Manager`]: its identity, its peers, its handlers and its options.
@@ -57,6 +74,8 @@ pub struct ManagerBuilder {
     listener: Option<std::net::TcpListener>,
     listen: bool,
     seed: u64,
+    #[cfg(feature = "tls")]
+    tls: Option<super::tls::TlsConfig>,
 }
 
 impl ManagerBuilder {
@@ -74,6 +93,8 @@ impl ManagerBuilder {
             listener: None,
             listen: true,
             seed: 0x6772_6964,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -114,6 +135,31 @@ impl ManagerBuilder {
     /// [`Manager::serve_socket`] (for example from its own HTTP server).
     pub fn no_listener(mut self) -> Self {
         self.listen = false;
+        self
+    }
+
+    /// Speaks TLS with `tls` (feature `tls`): required when this node's host string or
+    /// a peer's is a TLS host (`https://` or `wss://`).
+    ///
+    /// The links this node dials to a TLS host run over TLS, checking the peer's
+    /// certificate against the host string's name or IP address; when this node is a
+    /// TLS host, its listener and [`Manager::serve_socket`] serve TLS. Links between two
+    /// TLS hosts carry no CRC (`PROTOCOL.md` §1.3); a cluster may mix TLS and plain
+    /// hosts, each link following the host string of the node that accepts it.
+    ///
+    /// ```no_run
+    /// # fn demo(rt: std::sync::Arc<dyn grid_core::driver::Runtime>, chain: &[u8], key: &[u8], ca: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    /// use grid_core::driver::{Manager, TlsConfig};
+    ///
+    /// let hosts = ["https://node1:9000", "https://node2:9000"];
+    /// let manager = Manager::builder(hosts[0], &hosts)
+    ///     .tls(TlsConfig::from_pem(chain, key, ca)?)
+    ///     .start(rt)?;
+    /// # let _ = manager; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: super::tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -199,6 +245,16 @@ impl ManagerBuilder {
     /// Starts the manager on `rt`: binds (unless told not to), accepts peers and dials
     /// the peers this node dials.
     pub fn start(self, rt: Arc<dyn Runtime>) -> Result<Manager, StartError> {
+        #[cfg(feature = "tls")]
+        let has_tls = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let has_tls = false;
+        let tls_host = std::iter::once(&self.local_host)
+            .chain(&self.hosts)
+            .find(|h| ws::is_tls(h));
+        if let (Some(host), false) = (tls_host, has_tls) {
+            return Err(StartError::TlsNotConfigured { host: host.clone() });
+        }
         let mut id = [0u8; 16];
         let entropy = xxhash_rust::xxh3::xxh3_128(
             format!(
@@ -229,6 +285,8 @@ impl ManagerBuilder {
             tasks: Tasks::default(),
             rejections: Mutex::new(HashSet::new()),
             seed: self.seed,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         });
         let links: BTreeMap<String, Arc<Link>> = shared
             .cluster
@@ -243,7 +301,9 @@ impl ManagerBuilder {
             (false, _) => None,
             (true, Some(l)) => Some(l),
             (true, None) => {
-                let (addr, _) = ws::endpoint(&self.local_host, "").map_err(StartError::Host)?;
+                let addr = ws::endpoint(&self.local_host, "")
+                    .map_err(StartError::Host)?
+                    .addr;
                 Some(
                     std::net::TcpListener::bind(&addr).map_err(|source| StartError::Listen {
                         addr: addr.clone(),
@@ -355,9 +415,28 @@ impl Manager {
 
     /// Serves a socket accepted elsewhere: upgrades it on the manager's route and, if
     /// the peer's handshake passes, makes it the link to that peer.
+    ///
+    /// When this node is a TLS host (`https://`, `wss://`) the socket is served exactly
+    /// as the manager's own listener would: the TLS handshake runs first, within the
+    /// handshake timeout. An application that terminated TLS itself hands the decrypted
+    /// stream to `serve_plain_socket` (feature `tls`) instead.
     pub async fn serve_socket(&self, io: impl Io, peer: Option<SocketAddr>) {
+        let tls = ws::is_tls(self.local_host());
         let stop = self.inner.shared.shutdown.wait();
-        let _ = select(Box::pin(serve(&self.inner, Box::new(io), peer)), stop).await;
+        let _ = select(Box::pin(serve(&self.inner, Box::new(io), peer, tls)), stop).await;
+    }
+
+    /// [`Manager::serve_socket`] for a stream whose TLS the application has already
+    /// terminated (or that never had any): no TLS handshake runs, whatever this node's
+    /// host string says.
+    #[cfg(feature = "tls")]
+    pub async fn serve_plain_socket(&self, io: impl Io, peer: Option<SocketAddr>) {
+        let stop = self.inner.shared.shutdown.wait();
+        let _ = select(
+            Box::pin(serve(&self.inner, Box::new(io), peer, false)),
+            stop,
+        )
+        .await;
     }
 
     /// Ends every call with `Disconnected`, closes every link, stops listening and
@@ -393,6 +472,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
     // Backed-off failures in a row: only the first is a warning, so a process out of
     // descriptors logs once per episode, not twenty times a second.
     let mut failing = 0u64;
+    let tls = ws::is_tls(&shared.cluster.local_host);
     let mut shutdown = shared.shutdown.wait();
     loop {
         let next = match select(listener.accept(), &mut shutdown).await {
@@ -409,7 +489,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
                 shared.spawn(async move {
                     // A handshake in progress must not outlive shutdown.
                     let stop = inner2.shared.shutdown.wait();
-                    let _ = select(Box::pin(serve(&inner2, io, Some(peer))), stop).await;
+                    let _ = select(Box::pin(serve(&inner2, io, Some(peer), tls)), stop).await;
                 });
             }
             Err(e) if is_connection_error(&e) => {
@@ -435,29 +515,49 @@ async fn accept_loop(inner: Arc<Inner>, listener: Box<dyn Listener>) {
 
 /// Logs a rejection once per (peer, reason).
 fn log_rejection_once(shared: &Shared, peer: String, reason: &str) {
+    log_rejection_once_as(shared, peer, reason, reason);
+}
+
+/// Logs a rejection once per (peer, key).
+fn log_rejection_once_as(shared: &Shared, peer: String, key: &str, reason: &str) {
     let mut seen = shared.rejections.lock().unwrap_or_else(|p| p.into_inner());
     if seen.len() > 4096 {
         seen.clear();
     }
-    if seen.insert((peer.clone(), reason.to_owned())) {
+    if seen.insert((peer.clone(), key.to_owned())) {
         let local = &shared.cluster.local_host;
         warn!(target: "grid::manager", %local, %peer, %reason, "rejected connection");
     }
 }
 
-async fn serve(inner: &Inner, io: BoxIo, peer: Option<SocketAddr>) {
+/// Serves one accepted socket: TLS (when `tls`), the upgrade, then the handshake.
+async fn serve(inner: &Inner, io: BoxIo, peer: Option<SocketAddr>, tls: bool) {
     let shared = &inner.shared;
     let cfg = &shared.cluster.config;
-    // One deadline for the upgrade and the connect request together: a client that
+    // One deadline for TLS, the upgrade and the connect request together: a client that
     // upgrades just before it must not get a second full timeout for the handshake.
     let accepted = Instant::now();
     let deadline = accepted + cfg.handshake_timeout;
-    let upgrade = ws::accept(shared, io, peer);
+    let upgrade = async {
+        let io = if tls {
+            ws::tls_accept(shared, io).await?
+        } else {
+            io
+        };
+        ws::accept(shared, io, peer).await
+    };
     let ws = match select(Box::pin(upgrade), shared.sleep_until(deadline)).await {
         Either::Left((Ok(ws), _)) => ws,
         Either::Left((Err(e), _)) => {
             let ip = peer.map_or("?".into(), |p| p.ip().to_string());
-            return log_rejection_once(shared, ip, &e);
+            // A dialer that refuses our certificate sends an alert or just hangs up,
+            // depending on timing: every TLS failure of a peer shares one line.
+            let key = if e.starts_with(ws::TLS_FAILED) {
+                ws::TLS_FAILED
+            } else {
+                &e
+            };
+            return log_rejection_once_as(shared, ip, key, &e);
         }
         Either::Right(_) => return debug!(target: "grid::manager", ?peer, "upgrade timed out"),
     };
@@ -512,6 +612,65 @@ async fn handshake(
         None => {
             // The session checked the peer list; a host without a link is a bug.
             crate::proto::bug::report(format_args!("accepted unknown host {remote}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime that is never used: `start` fails before it spawns anything.
+    struct Unused;
+
+    impl Runtime for Unused {
+        fn spawn(&self, _: super::super::runtime::BoxFuture<'static, ()>) {
+            unreachable!("spawn")
+        }
+        fn sleep_until(&self, _: Instant) -> super::super::runtime::BoxFuture<'static, ()> {
+            unreachable!("sleep_until")
+        }
+        fn connect(
+            &self,
+            _: String,
+        ) -> super::super::runtime::BoxFuture<'static, std::io::Result<BoxIo>> {
+            unreachable!("connect")
+        }
+        fn listener(&self, _: std::net::TcpListener) -> std::io::Result<Box<dyn Listener>> {
+            unreachable!("listener")
+        }
+    }
+
+    #[test]
+    fn a_tls_host_without_tls_configuration_does_not_start() {
+        for (local, peer) in [
+            ("https://127.0.0.1:1", "https://127.0.0.1:2"),
+            ("http://127.0.0.1:1", "wss://127.0.0.1:2"),
+        ] {
+            let err = Manager::builder(local, &[local, peer])
+                .start(Arc::new(Unused))
+                .expect_err("a TLS host needs a TLS configuration");
+            let first_tls = if local.starts_with("https") {
+                local
+            } else {
+                peer
+            };
+            assert!(
+                matches!(&err, StartError::TlsNotConfigured { host } if host == first_tls),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{first_tls} is a TLS host but ")),
+                "{text}"
+            );
+            #[cfg(feature = "tls")]
+            assert!(
+                text.ends_with("no TLS configuration (ManagerBuilder::tls)"),
+                "{text}"
+            );
+            #[cfg(not(feature = "tls"))]
+            assert!(text.ends_with("built without its `tls` feature"), "{text}");
         }
     }
 }

@@ -12,6 +12,8 @@ mod link;
 mod manager;
 mod runtime;
 mod signal;
+#[cfg(feature = "tls")]
+mod tls;
 mod ws;
 
 pub use connection::{Connection, Requests, Responses, Stream};
@@ -19,3 +21,8 @@ pub use handler::{Cancelled, Input, Output, RemoteError, Request, StreamCtx, Str
 pub use link::LinkStats;
 pub use manager::{MINIO_LOCK_ROUTE, MINIO_ROUTE, Manager, ManagerBuilder, StartError};
 pub use runtime::{BoxFuture, BoxIo, Io, Listener, Runtime};
+/// The rustls version [`TlsConfig::new`] takes configurations of.
+#[cfg(feature = "tls")]
+pub use rustls;
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsError};

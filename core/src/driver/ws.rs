@@ -12,38 +12,110 @@ use async_tungstenite::tungstenite::http::{StatusCode, Uri};
 use super::link::Shared;
 use super::runtime::BoxIo;
 
-/// The socket address and WebSocket URL of a host string (`http://h:p` → `h:p`,
-/// `ws://h:p<route>`).
-pub(crate) fn endpoint(host: &str, route: &str) -> Result<(String, String), String> {
+/// Where a host string points: the socket address to connect to, the WebSocket URL of
+/// the upgrade, and whether the link to it runs over TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// `host:port`, as given.
+    pub(crate) addr: String,
+    /// `ws://host:port<route>` or `wss://host:port<route>`.
+    pub(crate) url: String,
+    /// Whether the host string is `https://` or `wss://`.
+    pub(crate) tls: bool,
+}
+
+impl Endpoint {
+    /// The host part of the address (a DNS name or an IP address, without the brackets
+    /// of an IPv6 literal): the name a TLS server certificate must be valid for.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn server_name(&self) -> &str {
+        let a = self.addr.as_str();
+        if let Some(rest) = a.strip_prefix('[') {
+            return rest.split(']').next().unwrap_or(rest);
+        }
+        a.rsplit_once(':').map_or(a, |(h, _)| h)
+    }
+}
+
+/// Whether `host` names a TLS host (`https://` or `wss://`).
+pub(crate) fn is_tls(host: &str) -> bool {
+    host.split_once("://")
+        .is_some_and(|(scheme, _)| matches!(scheme, "https" | "wss"))
+}
+
+/// The endpoint of a host string (`http://h:p` → `h:p`, `ws://h:p<route>`;
+/// `https://h:p` → `h:p`, `wss://h:p<route>`, over TLS).
+pub(crate) fn endpoint(host: &str, route: &str) -> Result<Endpoint, String> {
     let (scheme, rest) = host
         .split_once("://")
         .ok_or_else(|| format!("host {host:?} has no scheme"))?;
-    let ws_scheme = match scheme {
-        "http" | "ws" => "ws",
-        "https" | "wss" => return Err(format!("TLS hosts are not supported yet: {host}")),
+    let (ws_scheme, tls) = match scheme {
+        "http" | "ws" => ("ws", false),
+        "https" | "wss" => ("wss", true),
         other => return Err(format!("unsupported scheme {other:?} in {host}")),
     };
     let authority = rest.split('/').next().unwrap_or(rest);
     if authority.is_empty() {
         return Err(format!("host {host:?} has no address"));
     }
-    Ok((
-        authority.to_owned(),
-        format!("{ws_scheme}://{authority}{route}"),
-    ))
+    Ok(Endpoint {
+        addr: authority.to_owned(),
+        url: format!("{ws_scheme}://{authority}{route}"),
+        tls,
+    })
 }
 
-/// Connects to `remote` and upgrades to a WebSocket with the auth headers.
+/// Runs the client side of TLS on a connection to a TLS host.
+async fn tls_connect(shared: &Shared, ep: &Endpoint, io: BoxIo) -> Result<BoxIo, String> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        return tls
+            .connect(ep.server_name(), io)
+            .await
+            .map_err(|e| format!("TLS handshake with {}: {e}", ep.addr));
+    }
+    // The manager refuses to start without a TLS configuration when a host needs one.
+    let _ = (shared, io);
+    Err(format!("no TLS configuration to reach {}", ep.url))
+}
+
+/// How the acceptor's TLS handshake errors start.
+pub(crate) const TLS_FAILED: &str = "TLS handshake: ";
+
+/// Runs the server side of TLS on a connection accepted by a TLS host.
+pub(crate) async fn tls_accept(shared: &Shared, io: BoxIo) -> Result<BoxIo, String> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        return tls.accept(io).await.map_err(|e| match e.kind() {
+            // A dialer that refuses our certificate closes without a word.
+            std::io::ErrorKind::UnexpectedEof => format!(
+                "{TLS_FAILED}the peer closed the connection (does it trust this node's \
+                 certificate?)"
+            ),
+            _ => format!("{TLS_FAILED}{e}"),
+        });
+    }
+    let _ = (shared, io);
+    Err("no TLS configuration to serve TLS".into())
+}
+
+/// Connects to `remote` (over TLS for a TLS host) and upgrades to a WebSocket with the
+/// auth headers.
 pub(crate) async fn dial(
     shared: &Arc<Shared>,
     remote: &str,
 ) -> Result<WebSocketStream<BoxIo>, String> {
-    let (addr, url) = endpoint(remote, &shared.route)?;
-    let io = shared
+    let ep = endpoint(remote, &shared.route)?;
+    let addr = &ep.addr;
+    let mut io = shared
         .rt
         .connect(addr.clone())
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
+    if ep.tls {
+        io = tls_connect(shared, &ep, io).await?;
+    }
+    let url = &ep.url;
     let uri: Uri = url.parse().map_err(|e| format!("bad url {url}: {e}"))?;
     let now_ns = {
         let t = super::link::wall_now();
@@ -128,15 +200,35 @@ mod tests {
 
     #[test]
     fn endpoints_follow_the_host_string() {
-        assert_eq!(
-            endpoint("http://127.0.0.1:9000", "/minio/grid/v1").unwrap(),
-            (
-                "127.0.0.1:9000".into(),
-                "ws://127.0.0.1:9000/minio/grid/v1".into()
-            )
-        );
-        assert!(endpoint("https://a:1", "/r").is_err());
+        let ep = endpoint("http://127.0.0.1:9000", "/minio/grid/v1").unwrap();
+        assert_eq!(ep.addr, "127.0.0.1:9000");
+        assert_eq!(ep.url, "ws://127.0.0.1:9000/minio/grid/v1");
+        assert!(!ep.tls);
+        assert!(!endpoint("ws://a:1/ignored", "/r").unwrap().tls);
         assert!(endpoint("a:1", "/r").is_err());
         assert!(endpoint("ftp://a:1", "/r").is_err());
+        assert!(endpoint("https://", "/r").is_err());
+    }
+
+    #[test]
+    fn tls_hosts_dial_wss_and_name_the_server() {
+        for host in ["https://node1.example:9000", "wss://node1.example:9000/x"] {
+            let ep = endpoint(host, "/minio/grid/v1").unwrap();
+            assert!(ep.tls, "{host}");
+            assert!(is_tls(host), "{host}");
+            assert_eq!(ep.addr, "node1.example:9000");
+            assert_eq!(ep.url, "wss://node1.example:9000/minio/grid/v1");
+            assert_eq!(ep.server_name(), "node1.example");
+        }
+        let ep = endpoint("https://127.0.0.1:9000", "/r").unwrap();
+        assert_eq!(ep.server_name(), "127.0.0.1");
+        let ep = endpoint("wss://[::1]:9000", "/r").unwrap();
+        assert_eq!((ep.addr.as_str(), ep.server_name()), ("[::1]:9000", "::1"));
+        assert_eq!(ep.url, "wss://[::1]:9000/r");
+        let ep = endpoint("https://node", "/r").unwrap();
+        assert_eq!(ep.server_name(), "node");
+        for host in ["http://a:1", "ws://a:1", "a:1", "httpsx://a:1", "HTTPS-ish"] {
+            assert!(!is_tls(host), "{host}");
+        }
     }
 }
