@@ -1,5 +1,5 @@
 //! Grid's conformance tools: the `gridwire` inspector, the deterministic simulation,
-//! the async suites (byte-level and typed) shared by every runtime, and the benchmarks.
+//! the async suites (byte-level, typed and TLS) shared by every runtime, and the benchmarks.
 
 pub mod accept_faults;
 pub mod hardening;
@@ -7,5 +7,6 @@ pub mod logs;
 pub mod proxy;
 pub mod sim;
 pub mod suite;
+pub mod tls_suite;
 pub mod typed_suite;
 pub mod wire;

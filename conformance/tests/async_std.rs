@@ -7,3 +7,4 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 grid_conformance::suite_tests!(block_on, grid_async_std::runtime());
 grid_conformance::typed_suite_tests!(block_on, grid_async_std::runtime());
 grid_conformance::hardening_tests!(block_on, grid_async_std::runtime());
+grid_conformance::tls_suite_tests!(block_on, grid_async_std::runtime());

@@ -18,3 +18,18 @@ fn tokio_async_std_and_smol_nodes_form_one_cluster() {
     ];
     async_std::task::block_on(grid_conformance::suite::cross_runtime(rts));
 }
+
+#[test]
+fn tls_nodes_on_tokio_async_std_and_smol_form_one_cluster() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let rts: Vec<Arc<dyn Runtime>> = vec![
+        Arc::new(grid_tokio::Tokio::with_handle(tokio.handle().clone())),
+        grid_async_std::runtime(),
+        grid_async_std::smol_runtime(),
+    ];
+    async_std::task::block_on(grid_conformance::tls_suite::tls_cross_runtime(rts));
+}
