@@ -584,6 +584,40 @@ pub async fn tls_plain_client_to_tls_listener(rt: Arc<dyn Runtime>) {
     c.shutdown().await;
 }
 
+/// A client that connects to a TLS listener and says nothing is dropped at the
+/// handshake deadline, counted from the TCP accept: the TLS handshake is inside it.
+pub async fn tls_silent_client_dropped_at_handshake_deadline(rt: Arc<dyn Runtime>) {
+    let pki = Pki::new("grid test CA");
+    let (mut listeners, hosts) = bind_with(&["wss"]);
+    let mut config = test_config();
+    config.handshake_timeout = Duration::from_millis(300);
+    let node = Manager::builder(hosts[0].clone(), &hosts)
+        .config(config)
+        .listener(listeners.pop().expect("listener"))
+        .tls(pki.node())
+        .start(rt.clone())
+        .expect("node starts");
+    within(&rt, LIMIT, async {
+        let mut io = rt
+            .connect(addr_of(&hosts[0]).to_owned())
+            .await
+            .expect("connect");
+        let connected = Instant::now();
+        let mut answer = Vec::new();
+        let _ = io.read_to_end(&mut answer).await;
+        let waited = connected.elapsed();
+        assert!(answer.is_empty(), "{answer:?}");
+        assert!(
+            waited >= Duration::from_millis(250),
+            "dropped after {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(5), "dropped after {waited:?}");
+    })
+    .await;
+    node.shutdown().await;
+    assert_eq!(node.running_tasks(), 0);
+}
+
 /// A TLS node without its own listener: `serve_socket` runs the TLS handshake on the
 /// sockets the application accepts; `serve_plain_socket` takes a stream whose TLS the
 /// application terminated itself.
@@ -682,6 +716,7 @@ macro_rules! tls_suite_tests {
             tls_mixed_cluster,
             tls_pem_files_configuration,
             tls_plain_client_to_tls_listener,
+            tls_silent_client_dropped_at_handshake_deadline,
             tls_serve_socket,
         );
         #[test]
