@@ -1,4 +1,4 @@
-//! The WebSocket upgrade, both ways (`PROTOCOL.md` §3.1).
+//! The WebSocket upgrade, both ways (`PROTOCOL.md` §3.1), over TLS for TLS hosts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
