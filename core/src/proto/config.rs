@@ -19,9 +19,10 @@ pub struct Config {
     /// peer started). Beyond it a new call is refused with a clear error and the link
     /// stays up. Default 131 072.
     pub max_muxes: usize,
-    /// Frames the outbound queue may hold before new local calls and items are refused
-    /// with [`crate::proto::CallError::Congested`] and replies provoked by the peer are
-    /// dropped. Default 65 535 (the protocol's queue length).
+    /// Frames the outbound queue may hold before new local calls are refused with
+    /// [`crate::proto::CallError::Congested`] and replies provoked by the peer are
+    /// dropped (stream items are bounded by their credit instead). Default 65 535 (the
+    /// protocol's queue length).
     pub max_queued_frames: usize,
     /// Bytes of payload the outbound queue may hold, with the same effect. Default 64 MiB.
     pub max_queued_bytes: usize,
