@@ -45,6 +45,35 @@ where
     }
 }
 
+/// Appends one WebSocket message carrying `frames`: the frame itself when there is one,
+/// an `OpMerged` container when there are several (nothing when there are none).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use grid_core::codec::{self, Frame, Op};
+///
+/// let frames = [Frame::new(Op::Ping), Frame::new(Op::Pong)];
+/// let mut one = BytesMut::new();
+/// codec::encode_message(&frames[..1], &mut one);
+/// assert_eq!(one, frames[0].to_bytes());
+/// let mut both = BytesMut::new();
+/// codec::encode_message(&frames, &mut both);
+/// assert_eq!(both.len(), codec::merged_len(&frames));
+/// ```
+pub fn encode_message(frames: &[Frame], out: &mut BytesMut) {
+    match frames {
+        [] => {}
+        [f] => f.encode(out),
+        many => encode_merged(many, out),
+    }
+}
+
+/// Bytes of an `OpMerged` container whose inner frames encode to `lens` bytes each.
+pub(crate) fn merged_len_sized(lens: &[usize]) -> usize {
+    let body: usize = lens.iter().map(|n| msgpack::bin_header_len(*n) + n).sum();
+    8 + msgpack::uint_len(lens.len() as u64) + body
+}
+
 /// [`encode_merged`] for frames whose [`Frame::encoded_len`] the caller has computed
 /// already (`lens[i]` for the `i`th frame).
 pub(crate) fn encode_merged_sized<'a, I>(frames: I, lens: &[usize], out: &mut BytesMut)
@@ -53,8 +82,7 @@ where
 {
     debug_assert_eq!(frames.len(), lens.len());
     let count = u32::try_from(lens.len()).expect("merged container of over 4G frames");
-    let body: usize = lens.iter().map(|n| msgpack::bin_header_len(*n) + n).sum();
-    out.reserve(8 + msgpack::uint_len(count as u64) + body);
+    out.reserve(merged_len_sized(lens));
     put_header(out, count);
     for (f, len) in frames.zip(lens) {
         debug_assert!(f.op != Op::Merged, "merged containers never nest");

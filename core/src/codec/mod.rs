@@ -35,8 +35,8 @@ use bytes::Bytes;
 
 pub use control::{ConnectRequest, ConnectResponse, MuxConnectError, Ping, Pong, Time, to_payload};
 pub use frame::{CRC_LEN, Flags, Frame, Op, SUBROUTE_LEN, crc};
-pub(crate) use merged::encode_merged_sized;
-pub use merged::{MergedFrames, encode_merged, merged_len};
+pub use merged::{MergedFrames, encode_merged, encode_message, merged_len};
+pub(crate) use merged::{encode_merged_sized, merged_len_sized};
 pub use route::{SubrouteId, should_dial};
 
 /// The default largest message [`decode`] accepts: 16 MiB.

@@ -367,6 +367,43 @@ impl Session {
     /// [`crate::proto::Config::merge_max_bytes`] (`PROTOCOL.md` §7.2).
     #[must_use]
     pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> Option<Transmit> {
+        let n = self.next_message()?;
+        let start = buf.len();
+        if n == 1 {
+            self.queue[0].encode(buf);
+        } else {
+            codec::encode_merged_sized(self.queue.range(..n), &self.lens[..n], buf);
+        }
+        let len = buf.len() - start;
+        for f in self.queue.drain(..n) {
+            self.queued_bytes -= f.payload.len();
+        }
+        Some(self.sent(n, len))
+    }
+
+    /// [`Session::poll_transmit`] without the encoding: moves the frames of the next
+    /// outbound message to the end of `out`. Encoding them with
+    /// [`codec::encode_message`] gives exactly the bytes `poll_transmit` would have
+    /// appended, so a driver can encode and checksum large payloads without holding
+    /// whatever guards the session.
+    #[must_use]
+    pub fn poll_transmit_frames(&mut self, out: &mut Vec<Frame>) -> Option<Transmit> {
+        let n = self.next_message()?;
+        let len = if n == 1 {
+            self.queue[0].encoded_len()
+        } else {
+            codec::merged_len_sized(&self.lens[..n])
+        };
+        for f in self.queue.drain(..n) {
+            self.queued_bytes -= f.payload.len();
+            out.push(f);
+        }
+        Some(self.sent(n, len))
+    }
+
+    /// How many queued frames the next message carries (their encoded lengths in
+    /// `lens` when more than one), or `None` when nothing is queued.
+    fn next_message(&mut self) -> Option<usize> {
         if self.queue.is_empty() {
             return None;
         }
@@ -391,20 +428,18 @@ impl Session {
                 break;
             }
         }
-        let start = buf.len();
-        if n == 1 {
-            self.queue[0].encode(buf);
-        } else {
-            codec::encode_merged_sized(self.queue.range(..n), &self.lens[..n], buf);
+        Some(n)
+    }
+
+    /// Counts a message of `frames` frames and `len` bytes as sent.
+    fn sent(&mut self, frames: usize, len: usize) -> Transmit {
+        if frames > 1 {
             self.stats.merged_sent += 1;
         }
-        for f in self.queue.drain(..n) {
-            self.queued_bytes -= f.payload.len();
-        }
-        self.stats.frames_sent += n as u64;
+        self.stats.frames_sent += frames as u64;
         self.stats.messages_sent += 1;
-        self.stats.bytes_sent += (buf.len() - start) as u64;
-        Some(Transmit { frames: n })
+        self.stats.bytes_sent += len as u64;
+        Transmit { frames }
     }
 
     fn queue_frame(&mut self, f: Frame) {

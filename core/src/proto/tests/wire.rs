@@ -216,6 +216,34 @@ fn queued_frames_leave_in_one_merged_container() {
 }
 
 #[test]
+fn frames_taken_and_encoded_later_are_the_bytes_poll_transmit_sends() {
+    // Two pairs in the same state: one sends with `poll_transmit`, the other takes the
+    // frames out and encodes them afterwards.
+    let load = |p: &mut Pair| {
+        for size in [0, 10, 700, 40_000, 10, 70_000, 3] {
+            requests(p, 30, size);
+        }
+    };
+    let (mut p, mut q) = (Pair::connected(), Pair::connected());
+    load(&mut p);
+    load(&mut q);
+    let sent = transmit_all(&mut p.a);
+    let mut taken = Vec::new();
+    let mut frames = Vec::new();
+    while let Some(t) = q.a.s.poll_transmit_frames(&mut frames) {
+        assert_eq!(frames.len(), t.frames);
+        let mut buf = BytesMut::new();
+        codec::encode_message(&frames, &mut buf);
+        taken.push((t, buf.freeze()));
+        frames.clear();
+    }
+    assert!(sent.len() > 3, "the load spans several messages");
+    assert_eq!(taken, sent);
+    assert_eq!(q.a.s.stats(), p.a.s.stats());
+    assert!(!q.a.s.is_congested());
+}
+
+#[test]
 fn a_container_holds_at_most_merge_max_frames_plus_one() {
     let mut p = Pair::connected();
     requests(&mut p, 120, 10);
