@@ -19,13 +19,14 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, select};
 use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use tracing::{debug, error, info, warn};
 
 use super::handler::{Cancelled, Handlers, Input, Output, RemoteError, Request, StreamCtx};
 use super::runtime::{BoxFuture, BoxIo, Runtime};
-use super::signal::{Notify, Signal, Tasks};
+use super::signal::{Notify, Signal, SignalWait, Tasks};
 use super::ws;
-use crate::codec::Time;
+use crate::codec::{self, Frame, Time};
 use crate::proto::{
     Backoff, CallError, Cluster, Dir, Event, HandlerKey, HandlerKind, LostReason, MuxKey, Read,
     Redial, SendError, Session, Stats,
@@ -655,12 +656,8 @@ impl Link {
             self.pump(&mut st);
             (st.epoch, st.done.clone())
         };
-        let (tx, rx) = ws.split();
         self.shared
-            .spawn(write_loop(self.clone(), epoch, tx, done.clone()));
-        self.shared
-            .spawn(read_loop(self.clone(), epoch, rx, done.clone()));
-        self.writer.notify();
+            .spawn(io_loop(self.clone(), epoch, ws, done.clone()));
         Some((epoch, done))
     }
 
@@ -720,92 +717,38 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-type WsSender = async_tungstenite::WebSocketSender<BoxIo>;
-type WsReceiver = async_tungstenite::WebSocketReceiver<BoxIo>;
+/// How many inbound messages one turn of the socket task hands to the session under
+/// one lock.
+const READ_BATCH: usize = 64;
+/// Turns of the socket task before it yields to other tasks.
+const TURNS_PER_POLL: usize = 16;
 
-/// Moves outbound messages from the session to the socket and runs its timers.
-async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender, done: Signal) {
+/// Runs one session over its socket: reads, writes and timers in one task, so the socket
+/// is never shared between tasks and frames provoked by a read leave in the same turn.
+async fn io_loop(link: Arc<Link>, epoch: u64, ws: WebSocketStream<BoxIo>, done: Signal) {
     let shared = link.shared.clone();
-    let stall = shared.cluster.config.write_stall_timeout;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut out: Vec<Bytes> = Vec::new();
-    let far = || Instant::now() + Duration::from_secs(3600);
-    let mut timer_at = far();
-    let mut timer = shared.sleep_until(timer_at);
-    let mut ended = done.wait();
-    loop {
-        let (next, closed) = {
-            let mut st = link.lock();
-            if st.epoch != epoch {
-                break;
-            }
-            let Some(s) = st.session.as_mut() else {
-                break;
-            };
-            let now = Instant::now();
-            if s.poll_timeout().is_some_and(|t| t <= now) {
-                s.handle_timeout(now);
-            }
-            // Drain at most about a megabyte per round: the lock is released and the
-            // socket gets busy sooner, while the rest is encoded in the next round. A
-            // closed session's last frames all leave in this round.
-            let mut drained = 0;
-            let last = s.is_closed();
-            while (last || drained < WRITE_ROUND_BYTES) && s.poll_transmit(&mut buf).is_some() {
-                drained += buf.len();
-                out.push(buf.split().freeze());
-            }
-            let next = s.poll_timeout();
-            let closed = s.is_closed();
-            link.pump(&mut st);
-            (next, closed)
-        };
-        if !out.is_empty() {
-            let send = async {
-                for m in out.drain(..) {
-                    tx.feed(Message::Binary(m)).await?;
-                }
-                tx.flush().await
-            };
-            let deadline = shared.sleep_until(Instant::now() + stall);
-            // A write blocked on a peer that stopped reading must not outlive its
-            // session: once the session ends (shutdown, reset, lost) stop waiting.
-            // The send is polled first, so a final flush on a healthy socket goes out.
-            match select(Box::pin(send), select(deadline, &mut ended)).await {
-                Either::Left((Ok(()), _)) => {}
-                Either::Left((Err(e), _)) => {
-                    link.transport_failed(epoch, format!("write: {e}"));
-                    break;
-                }
-                Either::Right((Either::Right(_), _)) => break,
-                Either::Right((Either::Left(_), _)) => {
-                    warn!(target: TARGET, remote = %link.remote, ?stall, "write stalled; dropping link");
-                    link.transport_failed(epoch, format!("write stalled for {stall:?}"));
-                    break;
-                }
-            }
-            out.clear();
-            if closed {
-                break;
-            }
-            continue;
-        }
-        if closed {
-            break;
-        }
-        let at = next.unwrap_or_else(far);
-        if at != timer_at {
-            timer_at = at;
-            timer = shared.sleep_until(at);
-        }
-        if let Either::Right(_) = select(link.writer.notified(), &mut timer).await {
-            timer_at = far();
-            timer = shared.sleep_until(timer_at);
-        }
-    }
+    let mut io = SocketTask {
+        stall: shared.cluster.config.write_stall_timeout,
+        link,
+        epoch,
+        ws,
+        ended: done.wait(),
+        inbound: Vec::new(),
+        frames: Vec::new(),
+        counts: Vec::new(),
+        buf: BytesMut::new(),
+        out: VecDeque::new(),
+        unflushed: false,
+        dirty: true,
+        due: false,
+        timer: None,
+        stall_timer: None,
+    };
+    std::future::poll_fn(|cx| io.poll(cx)).await;
     // Best effort: tell the peer, but never wait long on a dead socket.
+    let mut ws = io.ws;
     let close = async {
-        let _ = tx.close(None).await;
+        let _ = ws.close(None).await;
     };
     let _ = select(
         Box::pin(close),
@@ -814,37 +757,227 @@ async fn write_loop(link: Arc<Link>, epoch: u64, mut tx: WsSender, done: Signal)
     .await;
 }
 
-/// Hands inbound messages to the session until the socket or the session ends.
-async fn read_loop(link: Arc<Link>, epoch: u64, mut rx: WsReceiver, done: Signal) {
-    let mut ended = done.wait();
-    let why = loop {
-        match select(rx.next(), &mut ended).await {
-            Either::Right(_) => break None,
-            Either::Left((None, _)) => break Some("connection closed by peer".to_owned()),
-            Either::Left((Some(Err(e)), _)) => break Some(format!("read: {e}")),
-            Either::Left((Some(Ok(Message::Binary(b))), _)) => {
-                let mut st = link.lock();
-                if st.epoch != epoch {
-                    break None;
+/// The state of [`io_loop`].
+struct SocketTask {
+    link: Arc<Link>,
+    epoch: u64,
+    ws: WebSocketStream<BoxIo>,
+    /// Fires when the session ends, whoever ended it.
+    ended: SignalWait,
+    /// Messages read and not yet handed to the session.
+    inbound: Vec<Bytes>,
+    /// Frames taken from the session, to encode outside the lock; `counts` splits them
+    /// into messages.
+    frames: Vec<Frame>,
+    counts: Vec<usize>,
+    buf: BytesMut,
+    /// Encoded messages not yet handed to the socket.
+    out: VecDeque<Bytes>,
+    /// Messages handed to the socket since its last flush.
+    unflushed: bool,
+    /// The session may have frames to send or a new next deadline.
+    dirty: bool,
+    /// The session timer fired.
+    due: bool,
+    /// The armed session timer and when it fires.
+    timer: Option<(Instant, BoxFuture<'static, ()>)>,
+    stall: Duration,
+    /// Armed while a write is blocked.
+    stall_timer: Option<BoxFuture<'static, ()>>,
+}
+
+/// Why the socket task stopped.
+enum Stop {
+    /// The session ended elsewhere (shutdown, reset, a newer socket, a handshake refused).
+    Ended,
+    /// The socket failed: the session is lost for this reason.
+    Failed(String),
+}
+
+impl SocketTask {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..TURNS_PER_POLL {
+            match self.turn(cx) {
+                Poll::Ready(Some(Stop::Ended)) => return Poll::Ready(()),
+                Poll::Ready(Some(Stop::Failed(why))) => {
+                    self.link.transport_failed(self.epoch, why);
+                    return Poll::Ready(());
                 }
-                let Some(s) = st.session.as_mut() else {
-                    break None;
-                };
-                s.handle_message(Instant::now(), b);
-                link.pump(&mut st);
-                drop(st);
-                link.writer.notify();
+                Poll::Ready(None) => {}
+                Poll::Pending => return Poll::Pending,
             }
-            Either::Left((Some(Ok(Message::Close(_))), _)) => {
-                break Some("peer closed the WebSocket".to_owned());
-            }
-            // Text messages are not part of the protocol; pings are answered by the
-            // WebSocket layer.
-            Either::Left((Some(Ok(_)), _)) => {}
         }
-    };
-    if let Some(why) = why {
-        link.transport_failed(epoch, why);
+        // Busy: let other tasks run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// One turn: read what is there, step the session, write what it produced.
+    /// `Ready(None)` asks for another turn at once.
+    fn turn(&mut self, cx: &mut Context<'_>) -> Poll<Option<Stop>> {
+        let mut failed = None;
+        while self.inbound.len() < READ_BATCH {
+            match self.ws.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Message::Binary(b)))) => self.inbound.push(b),
+                Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                    failed = Some("peer closed the WebSocket".to_owned());
+                    break;
+                }
+                // Text messages are not part of the protocol; pings are answered by the
+                // WebSocket layer.
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => {
+                    failed = Some(format!("read: {e}"));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    failed = Some("connection closed by peer".to_owned());
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let read_more = self.inbound.len() == READ_BATCH;
+        if self.link.writer.poll_notified(cx).is_ready() {
+            self.dirty = true;
+        }
+        let idle = self.out.is_empty() && !self.unflushed;
+        let mut closed = false;
+        if !self.inbound.is_empty() || self.due || (self.dirty && idle) {
+            self.due = false;
+            match self.step(idle) {
+                Some(c) => closed = c,
+                None => return Poll::Ready(Some(Stop::Ended)),
+            }
+        }
+        // Messages read before the socket failed were handed to the session first.
+        if let Some(why) = failed {
+            return Poll::Ready(Some(Stop::Failed(why)));
+        }
+        let wrote = match self.write(cx) {
+            Ok(w) => w,
+            Err(why) => return Poll::Ready(Some(Stop::Failed(why))),
+        };
+        let blocked = !wrote;
+        if closed && !blocked {
+            return Poll::Ready(Some(Stop::Ended));
+        }
+        if self.ended.poll_unpin(cx).is_ready() {
+            // A write blocked on a peer that stopped reading must not outlive its
+            // session; a healthy socket took the last frames in the write above.
+            return Poll::Ready(Some(Stop::Ended));
+        }
+        if blocked {
+            let stall = self.stall;
+            let link = &self.link;
+            let t = self
+                .stall_timer
+                .get_or_insert_with(|| link.shared.sleep_until(Instant::now() + stall));
+            if t.as_mut().poll(cx).is_ready() {
+                warn!(target: TARGET, remote = %self.link.remote, ?stall, "write stalled; dropping link");
+                return Poll::Ready(Some(Stop::Failed(format!("write stalled for {stall:?}"))));
+            }
+        } else {
+            self.stall_timer = None;
+        }
+        // Polled after the step, which may have armed it anew.
+        if let Some((_, t)) = self.timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                self.timer = None;
+                self.due = true;
+            }
+        }
+        if read_more || self.due || (self.dirty && !blocked) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    /// Hands the inbound messages to the session, runs its due timers, takes its
+    /// outbound frames when the socket is idle (`take`), dispatches its events and
+    /// encodes the frames taken. Returns whether the session is closed, or `None` when
+    /// this socket's session is gone.
+    fn step(&mut self, take: bool) -> Option<bool> {
+        let (next, closed) = {
+            let mut st = self.link.lock();
+            if st.epoch != self.epoch {
+                return None;
+            }
+            let s = st.session.as_mut()?;
+            let now = Instant::now();
+            // Whatever happens below may queue frames; cleared once they are all taken.
+            self.dirty = true;
+            for b in self.inbound.drain(..) {
+                s.handle_message(now, b);
+            }
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+            if take {
+                // About a megabyte per turn: the socket gets busy sooner, and the rest
+                // waits in the session, where it counts against the queue limits. A
+                // closed session's last frames all leave now.
+                let last = s.is_closed();
+                let mut bytes = 0;
+                while last || bytes < WRITE_ROUND_BYTES {
+                    let before = self.frames.len();
+                    if s.poll_transmit_frames(&mut self.frames).is_none() {
+                        self.dirty = false;
+                        break;
+                    }
+                    self.counts.push(self.frames.len() - before);
+                    bytes += self.frames[before..]
+                        .iter()
+                        .map(|f| f.payload.len())
+                        .sum::<usize>();
+                }
+            }
+            let next = s.poll_timeout();
+            let closed = s.is_closed();
+            self.link.pump(&mut st);
+            (next, closed)
+        };
+        // Encoding and checksumming happen without the lock.
+        let mut at = 0;
+        for n in self.counts.drain(..) {
+            codec::encode_message(&self.frames[at..at + n], &mut self.buf);
+            self.out.push_back(self.buf.split().freeze());
+            at += n;
+        }
+        self.frames.clear();
+        if let Some(at) = next {
+            // Re-armed only when the deadline moved earlier: a timer that fires early
+            // finds nothing due and is set again for the real deadline.
+            if self.timer.as_ref().is_none_or(|(armed, _)| at < *armed) {
+                self.timer = Some((at, self.link.shared.sleep_until(at)));
+            }
+        }
+        Some(closed)
+    }
+
+    /// Hands queued messages to the socket and flushes them; returns whether
+    /// everything queued was written.
+    fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
+        while !self.out.is_empty() {
+            match self.ws.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
+                Poll::Pending => return Ok(false),
+            }
+            let m = self.out.pop_front().expect("checked");
+            self.ws
+                .start_send_unpin(Message::Binary(m))
+                .map_err(|e| format!("write: {e}"))?;
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            match self.ws.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
+                Poll::Pending => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }
 

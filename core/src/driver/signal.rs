@@ -108,26 +108,15 @@ impl Notify {
         self.waker.wake();
     }
 
-    /// Completes once a notification is (or was) sent.
-    pub(crate) fn notified(&self) -> Notified<'_> {
-        Notified(self)
-    }
-}
-
-pub(crate) struct Notified<'a>(&'a Notify);
-
-impl Future for Notified<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.pending.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(());
+    /// Takes a notification sent since the last one taken. Either way `cx` is woken by
+    /// the next one, so a task that polls this once per turn never misses one.
+    pub(crate) fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.pending.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        self.0.waker.register(cx.waker());
-        if self.0.pending.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
     }
 }
 
@@ -213,10 +202,38 @@ mod tests {
         let n = Notify::default();
         let waker = noop_waker();
         let mut cx = Context::from_waker(&waker);
-        assert!(Pin::new(&mut n.notified()).poll(&mut cx).is_pending());
+        assert!(n.poll_notified(&mut cx).is_pending());
         n.notify();
-        assert!(Pin::new(&mut n.notified()).poll(&mut cx).is_ready());
-        assert!(Pin::new(&mut n.notified()).poll(&mut cx).is_pending());
+        n.notify();
+        assert!(n.poll_notified(&mut cx).is_ready());
+        assert!(n.poll_notified(&mut cx).is_pending());
+    }
+
+    /// Counts its wake-ups.
+    struct CountingWaker(AtomicUsize);
+
+    impl futures_util::task::ArcWake for CountingWaker {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_notification_after_a_ready_poll_still_wakes_the_task() {
+        let n = Notify::default();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = futures_util::task::waker(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        n.notify();
+        // The task takes the notification and goes to sleep without polling again.
+        assert!(n.poll_notified(&mut cx).is_ready());
+        n.notify();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "the second notification woke nobody"
+        );
+        assert!(n.poll_notified(&mut cx).is_ready());
     }
 
     #[test]
