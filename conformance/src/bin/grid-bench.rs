@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 const USAGE: &str = "usage: grid-bench [--seconds N] \
      [--only single,streams,typed,cluster,memory,runtimes] \
-     [--runtimes tokio,async-std,smol] [--json]";
+     [--runtimes tokio,async-std,smol] [--callers 1,16,128] [--json]";
 const SECTIONS: [&str; 6] = [
     "single", "streams", "typed", "cluster", "memory", "runtimes",
 ];
@@ -739,6 +739,7 @@ struct Opts {
     dur: Duration,
     only: Vec<String>,
     runtimes: Vec<Rt>,
+    callers: Vec<usize>,
 }
 
 impl Opts {
@@ -749,12 +750,13 @@ impl Opts {
 
 fn single(report: &mut Report, o: &Opts, rt: Rt, with_floor: bool) -> Vec<(usize, f64)> {
     let dur = o.dur;
+    let callers = o.callers.clone();
     let results = rt.run(|r| async move {
         let c = Cluster::start(&r, 2).await;
         let floor = FloorClient::start(&r).await;
         let p = payload(SMALL);
         let mut out = Vec::new();
-        for &n in &CALLERS {
+        for &n in &callers {
             let g = drive(&r, n, dur, p.clone(), grid_call(c.conn(0, 1))).await;
             let f = if with_floor {
                 let fc = floor.clone();
@@ -993,6 +995,7 @@ fn main() -> ExitCode {
     let mut json = false;
     let mut only = Vec::new();
     let mut runtimes = Vec::new();
+    let mut callers = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -1025,6 +1028,18 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            "--callers" => {
+                let list = args.next().unwrap_or_default();
+                for s in list.split(',').filter(|s| !s.is_empty()) {
+                    match s.parse::<usize>() {
+                        Ok(n) if n > 0 => callers.push(n),
+                        _ => {
+                            eprintln!("grid-bench: --callers needs positive counts; {USAGE}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            }
             "--json" => json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -1043,6 +1058,11 @@ fn main() -> ExitCode {
             Rt::ALL.to_vec()
         } else {
             runtimes
+        },
+        callers: if callers.is_empty() {
+            CALLERS.to_vec()
+        } else {
+            callers
         },
     };
     let mut report = Report {
