@@ -72,6 +72,8 @@ struct ClientStream {
     want_write: bool,
     /// Received items the application has not read yet (at most `out_capacity`).
     items: VecDeque<Bytes>,
+    /// Items read whose credit has not been sent back yet ([`credit_batch`]).
+    owed: u32,
     /// The peer ended the stream; delivered after the items.
     end: Option<Result<(), CallError>>,
     deadline: Option<Instant>,
@@ -99,6 +101,8 @@ struct ServerStream {
     want_read: bool,
     want_write: bool,
     items: VecDeque<Bytes>,
+    /// Items read whose credit has not been sent back yet ([`credit_batch`]).
+    owed: u32,
     input_ended: bool,
     /// The handler finished while we had no credit; sent when one arrives.
     pending_final: Option<Result<(), String>>,
@@ -948,6 +952,7 @@ impl Session {
             want_read: true,
             want_write: false,
             items: VecDeque::new(),
+            owed: 0,
             end: None,
             deadline,
             tick,
@@ -1405,6 +1410,7 @@ impl Session {
                 want_read: true,
                 want_write: false,
                 items: VecDeque::new(),
+                owed: 0,
                 input_ended: in_capacity == 0,
                 pending_final: None,
                 deadline,
@@ -1760,45 +1766,59 @@ impl Session {
     }
 
     /// Takes the next item (or the end) of a stream, giving the peer one credit back.
+    ///
+    /// Credits go back in batches ([`credit_batch`]): at once when the read emptied the
+    /// stream's buffer (the reader caught up and waits for more), otherwise once a
+    /// quarter of the window has been read. The sender always keeps at least three
+    /// quarters of its window, and each batch leaves in one merged message instead of
+    /// one message per item.
     pub fn read(&mut self, _now: Instant, key: MuxKey) -> Read {
-        match key.dir {
+        let (item, op, seq, n) = match key.dir {
             Dir::Outgoing => {
                 let Some(ClientMux::Stream(s)) = self.outgoing.get_mut(&key.id) else {
                     return Read::End(Err(CallError::Closed));
                 };
-                if let Some(item) = s.items.pop_front() {
-                    if s.end.is_none() {
-                        let seq = next_seq(&mut s.send_seq);
-                        let f =
-                            self.frame(Op::UnblockSrvMux, key.id, seq, Flags::NONE, Bytes::new());
-                        self.queue_frame(f);
+                let Some(item) = s.items.pop_front() else {
+                    if let Some(end) = s.end.take() {
+                        self.outgoing.remove(&key.id);
+                        return Read::End(end);
                     }
+                    s.want_read = true;
+                    return Read::Pending;
+                };
+                // No credit is given back once the stream has ended.
+                if s.end.is_some() {
                     return Read::Item(item);
                 }
-                if let Some(end) = s.end.take() {
-                    self.outgoing.remove(&key.id);
-                    return Read::End(end);
-                }
-                s.want_read = true;
-                Read::Pending
+                s.owed += 1;
+                let n = owed_now(&mut s.owed, s.items.is_empty(), s.out_capacity);
+                let seq = s.send_seq;
+                s.send_seq = seq.wrapping_add(n);
+                (item, Op::UnblockSrvMux, seq, n)
             }
             Dir::Incoming => {
                 let Some(ServerMux::Stream(s)) = self.incoming.get_mut(&key.id) else {
                     return Read::End(Err(CallError::Closed));
                 };
-                if let Some(item) = s.items.pop_front() {
-                    let seq = next_seq(&mut s.send_seq);
-                    let f = self.frame(Op::UnblockClMux, key.id, seq, Flags::NONE, Bytes::new());
-                    self.queue_frame(f);
-                    return Read::Item(item);
-                }
-                if s.input_ended {
-                    return Read::End(Ok(()));
-                }
-                s.want_read = true;
-                Read::Pending
+                let Some(item) = s.items.pop_front() else {
+                    if s.input_ended {
+                        return Read::End(Ok(()));
+                    }
+                    s.want_read = true;
+                    return Read::Pending;
+                };
+                s.owed += 1;
+                let n = owed_now(&mut s.owed, s.items.is_empty(), s.in_capacity);
+                let seq = s.send_seq;
+                s.send_seq = seq.wrapping_add(n);
+                (item, Op::UnblockClMux, seq, n)
             }
+        };
+        for i in 0..n {
+            let f = self.frame(op, key.id, seq.wrapping_add(i), Flags::NONE, Bytes::new());
+            self.queue_frame(f);
         }
+        Read::Item(item)
     }
 
     /// Whether a mux is in its table.
@@ -1813,6 +1833,23 @@ impl Session {
 /// Stamps the next sequence number. Sequence numbers wrap at 2^32 as on the wire; the
 /// peer's check is an equality, so wrapping is well defined.
 #[inline]
+/// How many read items a stream with window `capacity` lets owe their credit before it
+/// sends them back: a quarter of the window, so the sender is never held up, and at
+/// least one (small windows return every credit at once).
+pub(crate) fn credit_batch(capacity: u32) -> u32 {
+    (capacity / 4).max(1)
+}
+
+/// The credits to send back now out of `owed` (which it clears when it returns them):
+/// all of them once the buffer is empty or a batch is complete, otherwise none.
+fn owed_now(owed: &mut u32, drained: bool, capacity: u32) -> u32 {
+    if drained || *owed >= credit_batch(capacity) {
+        std::mem::take(owed)
+    } else {
+        0
+    }
+}
+
 fn next_seq(seq: &mut u32) -> u32 {
     let s = *seq;
     *seq = s.wrapping_add(1);

@@ -473,3 +473,91 @@ fn empty_items_travel_both_ways_with_the_zero_flag() {
     p.drive();
     p.assert_clean();
 }
+
+// ---------------------------------------------------------------------------------------
+// Credits return in batches.
+
+/// How many items `key`'s side can send before it blocks (sending them).
+fn fill(p: &mut Pair, key: MuxKey) -> usize {
+    let mut sent = 0;
+    push(p, key, &mut sent);
+    sent
+}
+
+/// Reads one item on `key` and drives; returns how many unblocks the peer then got.
+fn read_one(p: &mut Pair, key: MuxKey, op: Op) -> usize {
+    let before = match key.dir {
+        crate::proto::Dir::Outgoing => ops(&p.b, op, key.id).len(),
+        crate::proto::Dir::Incoming => ops(&p.a, op, key.id).len(),
+    };
+    let side = match key.dir {
+        crate::proto::Dir::Outgoing => &mut p.a,
+        crate::proto::Dir::Incoming => &mut p.b,
+    };
+    assert!(matches!(side.s.read(p.now, key), Read::Item(_)));
+    p.drive();
+    let after = match key.dir {
+        crate::proto::Dir::Outgoing => ops(&p.b, op, key.id).len(),
+        crate::proto::Dir::Incoming => ops(&p.a, op, key.id).len(),
+    };
+    after - before
+}
+
+/// With a window of 16, credits go back four at a time while items remain buffered, all
+/// at once when the reader empties its buffer, and each batch is one message.
+fn credits_return_in_batches(reader: MuxKey, writer: MuxKey, op: Op, p: &mut Pair) {
+    assert_eq!(fill(p, writer), 16, "the whole window");
+    p.drive();
+    let reader_side = |p: &Pair| match reader.dir {
+        crate::proto::Dir::Outgoing => p.a.s.stats().messages_sent,
+        crate::proto::Dir::Incoming => p.b.s.stats().messages_sent,
+    };
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        let msgs = reader_side(p);
+        got.push(read_one(p, reader, op));
+        let sent = reader_side(p) - msgs;
+        assert!(sent <= 1, "a batch of credits is one message, not {sent}");
+    }
+    assert_eq!(got, [0, 0, 0, 4, 0, 0, 0, 4]);
+    // The writer got exactly those credits back.
+    assert_eq!(fill(p, writer), 8);
+    p.drive();
+    // 8 + 8 buffered now; read 15 of them: batches at 4, 8, 12; three owed.
+    let got: Vec<usize> = (0..15).map(|_| read_one(p, reader, op)).collect();
+    assert_eq!(got.iter().sum::<usize>(), 12);
+    // The last buffered item empties the buffer: the 4 owed credits leave at once.
+    assert_eq!(read_one(p, reader, op), 4);
+    assert_eq!(fill(p, writer), 16, "the whole window is back");
+    // Every unblock carried the right sequence number: nothing was closed.
+    assert!(!p.a.has_event(|e| matches!(e, Event::Closed { .. })));
+    assert!(!p.b.has_event(|e| matches!(e, Event::Closed { .. })));
+}
+
+#[test]
+fn a_client_reading_server_items_returns_credits_in_batches() {
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, WINDOW16, None, None);
+    credits_return_in_batches(c, s, Op::UnblockSrvMux, &mut p);
+}
+
+#[test]
+fn a_server_reading_client_items_returns_credits_in_batches() {
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, WINDOW16, None, None);
+    credits_return_in_batches(s, c, Op::UnblockClMux, &mut p);
+}
+
+#[test]
+fn a_window_of_one_returns_each_credit_at_once() {
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, STREAM, None, None);
+    for _ in 0..5 {
+        assert_eq!(fill(&mut p, s), 1);
+        p.drive();
+        assert_eq!(read_one(&mut p, c, Op::UnblockSrvMux), 1);
+        assert_eq!(fill(&mut p, c), 1);
+        p.drive();
+        assert_eq!(read_one(&mut p, s, Op::UnblockClMux), 1);
+    }
+}

@@ -28,6 +28,8 @@ pub(crate) const NO_INPUT: HandlerKey = HandlerKey::new(11);
 pub(crate) const WIDE: HandlerKey = HandlerKey::new(12);
 /// Registered only on the acceptor.
 pub(crate) const ONLY_B: HandlerKey = HandlerKey::new(20);
+/// A stream with windows of 16 both ways: credits return in batches of 4.
+pub(crate) const WINDOW16: HandlerKey = HandlerKey::new(13);
 pub(crate) fn routed() -> HandlerKey {
     HandlerKey::with_route(10, "subroute/1")
 }
@@ -210,6 +212,7 @@ pub(crate) fn cluster(
     r.register(STREAM, HandlerKind::stream(1, 1)).unwrap();
     r.register(NO_INPUT, HandlerKind::stream(0, 1)).unwrap();
     r.register(WIDE, HandlerKind::stream(5, 5)).unwrap();
+    r.register(WINDOW16, HandlerKind::stream(16, 16)).unwrap();
     r.register(routed(), HandlerKind::stream(1, 1)).unwrap();
     if let Some(k) = extra {
         r.register(k, HandlerKind::Single).unwrap();
