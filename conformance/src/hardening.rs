@@ -834,6 +834,60 @@ pub async fn one_byte_chunks(rt: Arc<dyn Runtime>) {
     p.shutdown().await;
 }
 
+/// A link that keeps moving is not a stalled one, however long a message takes: the
+/// proxy stops reading for stretches shorter than `write_stall_timeout`, with short
+/// bursts between them, so one large message takes several timeouts to cross while the
+/// socket never goes a whole timeout without taking bytes.
+pub async fn slow_link_is_not_a_stall(rt: Arc<dyn Runtime>) {
+    let stall = Duration::from_secs(2);
+    let pause = Duration::from_millis(700);
+    let mut cfg = fast_config();
+    cfg.write_stall_timeout = stall;
+    cfg.ping_interval = Duration::from_secs(5);
+    cfg.pong_timeout = Duration::from_secs(30);
+    cfg.max_frame_size = 64 << 20;
+    cfg.max_queued_bytes = 128 << 20;
+    let p = proxied(&rt, cfg).await;
+    let out = p.out();
+    within(&rt, LIMIT, async {
+        until_link_works(&out).await;
+        // Far more than the socket buffers on both sides of the proxy hold, so the
+        // writer blocks during every pause.
+        let big: Bytes = (0..40 << 20)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
+        let toggle = async {
+            loop {
+                p.proxy.stall(dir(true));
+                sleep(&rt, pause).await;
+                p.proxy.pass();
+                sleep(&rt, Duration::from_millis(5)).await;
+            }
+        };
+        let t0 = Instant::now();
+        let call = out.request(ECHO, big.clone());
+        let r = match futures_util::future::select(Box::pin(call), Box::pin(toggle)).await {
+            futures_util::future::Either::Left((r, _)) => r,
+            futures_util::future::Either::Right(((), _)) => unreachable!("the toggle never ends"),
+        };
+        let took = t0.elapsed();
+        p.proxy.pass();
+        assert!(
+            r.as_ref() == Ok(&big),
+            "the echo failed after {took:?}: {:?}",
+            r.map(|b| b.len())
+        );
+        assert!(
+            took > stall + pause,
+            "the message crossed in {took:?}: the link was not slow enough to show anything"
+        );
+        assert_eq!(out.stats().reconnects, 0, "the link was dropped as stalled");
+    })
+    .await;
+    p.shutdown().await;
+}
+
 /// Connections reset before the upgrade, garbage upgrades and silent sockets do not
 /// stop the listener: afterwards the dialer reconnects through it, and the acceptor
 /// keeps no task for any of them.
@@ -1187,6 +1241,7 @@ macro_rules! hardening_tests {
             bad_upgrade_requests,
             reconnect_storm,
             one_byte_chunks,
+            slow_link_is_not_a_stall,
             listener_survives_failed_connections,
             listener_survives_accept_errors,
             persistent_accept_error_backs_off,

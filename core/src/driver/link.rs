@@ -9,22 +9,23 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, select};
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use tracing::{debug, error, info, warn};
 
 use super::handler::{Cancelled, Handlers, Input, Output, RemoteError, Request, StreamCtx};
-use super::runtime::{BoxFuture, BoxIo, Runtime};
-use super::signal::{Notify, Signal, SignalWait, Tasks};
+use super::runtime::{BoxFuture, Runtime};
+use super::signal::{Notify, Signal, Tasks};
 use super::ws;
 use crate::codec::{self, Frame, Time};
 use crate::proto::{
@@ -124,6 +125,10 @@ pub(crate) struct LinkState {
     last_error: Option<String>,
     /// Set by shutdown: no session is installed any more.
     shut: bool,
+    /// When the socket task last stepped the session: the time given to session calls
+    /// that do not read it (stream reads and sends, answers), which saves a clock read
+    /// per item.
+    now: Instant,
 }
 
 /// A link to one peer.
@@ -183,6 +188,7 @@ impl Link {
                 dial_attempts: 0,
                 last_error: None,
                 shut: false,
+                now: Instant::now(),
             }),
             writer: Notify::default(),
         })
@@ -302,7 +308,7 @@ impl Link {
         let Some(s) = st.session.as_mut() else {
             return Poll::Ready(Err(CallError::Disconnected));
         };
-        match s.read(Instant::now(), key) {
+        match s.read(st.now, key) {
             Read::Item(b) => {
                 // The read gave the peer a credit back: the writer sends it.
                 self.writer.notify();
@@ -342,7 +348,7 @@ impl Link {
         let Some(s) = st.session.as_mut() else {
             return Poll::Ready(Err(CallError::Disconnected));
         };
-        match s.send(Instant::now(), key, item.clone()) {
+        match s.send(st.now, key, item.clone()) {
             Ok(()) => {
                 self.writer.notify();
                 Poll::Ready(Ok(()))
@@ -363,8 +369,9 @@ impl Link {
         if st.epoch != epoch {
             return;
         }
+        let now = st.now;
         if let Some(s) = st.session.as_mut() {
-            let _ = s.close_send(Instant::now(), id);
+            let _ = s.close_send(now, id);
         }
         drop(st);
         self.writer.notify();
@@ -389,8 +396,9 @@ impl Link {
             return;
         }
         st.slots.remove(&MuxKey::incoming(id));
+        let now = st.now;
         if let Some(s) = st.session.as_mut() {
-            s.respond(Instant::now(), id, result);
+            s.respond(now, id, result);
         }
         drop(st);
         self.writer.notify();
@@ -402,8 +410,9 @@ impl Link {
             return;
         }
         st.slots.remove(&MuxKey::incoming(id));
+        let now = st.now;
         if let Some(s) = st.session.as_mut() {
-            s.finish(Instant::now(), id, result);
+            s.finish(now, id, result);
         }
         drop(st);
         self.writer.notify();
@@ -637,7 +646,7 @@ impl Link {
     pub(crate) fn install(
         self: &Arc<Self>,
         mut session: Session,
-        ws: WebSocketStream<BoxIo>,
+        ws: ws::Socket,
     ) -> Option<(u64, Signal)> {
         let (epoch, done) = {
             let mut st = self.lock();
@@ -725,14 +734,18 @@ const TURNS_PER_POLL: usize = 16;
 
 /// Runs one session over its socket: reads, writes and timers in one task, so the socket
 /// is never shared between tasks and frames provoked by a read leave in the same turn.
-async fn io_loop(link: Arc<Link>, epoch: u64, ws: WebSocketStream<BoxIo>, done: Signal) {
+async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
     let shared = link.shared.clone();
     let mut io = SocketTask {
         stall: shared.cluster.config.write_stall_timeout,
         link,
         epoch,
         ws,
-        ended: done.wait(),
+        done,
+        read_wake: Arc::new(ReadWake {
+            ready: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }),
         inbound: Vec::new(),
         frames: Vec::new(),
         counts: Vec::new(),
@@ -743,6 +756,7 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: WebSocketStream<BoxIo>, done: 
         due: false,
         timer: None,
         stall_timer: None,
+        written: 0,
     };
     std::future::poll_fn(|cx| io.poll(cx)).await;
     // Best effort: tell the peer, but never wait long on a dead socket.
@@ -761,9 +775,11 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: WebSocketStream<BoxIo>, done: 
 struct SocketTask {
     link: Arc<Link>,
     epoch: u64,
-    ws: WebSocketStream<BoxIo>,
-    /// Fires when the session ends, whoever ended it.
-    ended: SignalWait,
+    ws: ws::Socket,
+    /// Fired when the session ends, whoever ended it (who also notifies the task).
+    done: Signal,
+    /// Set when the socket may have something to read.
+    read_wake: Arc<ReadWake>,
     /// Messages read and not yet handed to the session.
     inbound: Vec<Bytes>,
     /// Frames taken from the session, to encode outside the lock; `counts` splits them
@@ -782,8 +798,24 @@ struct SocketTask {
     /// The armed session timer and when it fires.
     timer: Option<(Instant, BoxFuture<'static, ()>)>,
     stall: Duration,
-    /// Armed while a write is blocked.
+    /// Armed while a write is blocked, from the last byte the socket took.
     stall_timer: Option<BoxFuture<'static, ()>>,
+    /// Bytes the socket had taken when the stall timer was last started.
+    written: u64,
+}
+
+/// The waker the socket's read side gets: it marks the socket readable, then wakes the
+/// socket task.
+struct ReadWake {
+    ready: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl futures_util::task::ArcWake for ReadWake {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.ready.store(true, Ordering::Release);
+        arc_self.task.wake();
+    }
 }
 
 /// Why the socket task stopped.
@@ -816,25 +848,36 @@ impl SocketTask {
     /// `Ready(None)` asks for another turn at once.
     fn turn(&mut self, cx: &mut Context<'_>) -> Poll<Option<Stop>> {
         let mut failed = None;
-        while self.inbound.len() < READ_BATCH {
-            match self.ws.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(Message::Binary(b)))) => self.inbound.push(b),
-                Poll::Ready(Some(Ok(Message::Close(_)))) => {
-                    failed = Some("peer closed the WebSocket".to_owned());
-                    break;
+        // The socket is read only when it said it may have data: an attempt costs the
+        // WebSocket library a pass over its read buffer even when nothing is there.
+        self.read_wake.task.register(cx.waker());
+        if self.read_wake.ready.swap(false, Ordering::AcqRel) {
+            let waker = futures_util::task::waker_ref(&self.read_wake);
+            let mut rcx = Context::from_waker(&waker);
+            while self.inbound.len() < READ_BATCH {
+                match self.ws.poll_next_unpin(&mut rcx) {
+                    Poll::Ready(Some(Ok(Message::Binary(b)))) => self.inbound.push(b),
+                    Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                        failed = Some("peer closed the WebSocket".to_owned());
+                        break;
+                    }
+                    // Text messages are not part of the protocol; pings are answered by
+                    // the WebSocket layer.
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => {
+                        failed = Some(format!("read: {e}"));
+                        break;
+                    }
+                    Poll::Ready(None) => {
+                        failed = Some("connection closed by peer".to_owned());
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
-                // Text messages are not part of the protocol; pings are answered by the
-                // WebSocket layer.
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(e))) => {
-                    failed = Some(format!("read: {e}"));
-                    break;
-                }
-                Poll::Ready(None) => {
-                    failed = Some("connection closed by peer".to_owned());
-                    break;
-                }
-                Poll::Pending => break,
+            }
+            if self.inbound.len() == READ_BATCH {
+                // Stopped early: there may be more.
+                self.read_wake.ready.store(true, Ordering::Release);
             }
         }
         let read_more = self.inbound.len() == READ_BATCH;
@@ -862,12 +905,19 @@ impl SocketTask {
         if closed && !blocked {
             return Poll::Ready(Some(Stop::Ended));
         }
-        if self.ended.poll_unpin(cx).is_ready() {
+        if self.done.is_fired() {
             // A write blocked on a peer that stopped reading must not outlive its
             // session; a healthy socket took the last frames in the write above.
             return Poll::Ready(Some(Stop::Ended));
         }
         if blocked {
+            // The stall timer measures time without progress: every byte the socket
+            // takes starts it again, so a slow link that keeps moving is not a stall.
+            let written = self.ws.get_ref().written();
+            if written != self.written {
+                self.written = written;
+                self.stall_timer = None;
+            }
             let stall = self.stall;
             let link = &self.link;
             let t = self
@@ -903,8 +953,9 @@ impl SocketTask {
             if st.epoch != self.epoch {
                 return None;
             }
-            let s = st.session.as_mut()?;
             let now = Instant::now();
+            st.now = now;
+            let s = st.session.as_mut()?;
             // Whatever happens below may queue frames; cleared once they are all taken.
             self.dirty = true;
             for b in self.inbound.drain(..) {

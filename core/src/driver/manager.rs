@@ -571,12 +571,7 @@ async fn serve(inner: &Inner, io: BoxIo, peer: Option<SocketAddr>, tls: bool) {
 }
 
 /// Runs the acceptor's handshake on an upgraded socket, then installs the session.
-async fn handshake(
-    inner: &Inner,
-    mut ws: async_tungstenite::WebSocketStream<BoxIo>,
-    peer: Option<SocketAddr>,
-    accepted: Instant,
-) {
+async fn handshake(inner: &Inner, mut ws: ws::Socket, peer: Option<SocketAddr>, accepted: Instant) {
     use async_tungstenite::tungstenite::Message;
     use futures_util::StreamExt;
 

@@ -1,13 +1,18 @@
 //! The WebSocket upgrade, both ways (`PROTOCOL.md` §3.1), over TLS for TLS hosts.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Error as WsError;
 use async_tungstenite::tungstenite::client::ClientRequestBuilder;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{StatusCode, Uri};
+
+use futures_util::io::{AsyncRead, AsyncWrite};
 
 use super::link::Shared;
 use super::runtime::BoxIo;
@@ -101,10 +106,7 @@ pub(crate) async fn tls_accept(shared: &Shared, io: BoxIo) -> Result<BoxIo, Stri
 
 /// Connects to `remote` (over TLS for a TLS host) and upgrades to a WebSocket with the
 /// auth headers.
-pub(crate) async fn dial(
-    shared: &Arc<Shared>,
-    remote: &str,
-) -> Result<WebSocketStream<BoxIo>, String> {
+pub(crate) async fn dial(shared: &Arc<Shared>, remote: &str) -> Result<Socket, String> {
     let ep = endpoint(remote, &shared.route)?;
     let addr = &ep.addr;
     let mut io = shared
@@ -124,6 +126,7 @@ pub(crate) async fn dial(
     let req = ClientRequestBuilder::new(uri)
         .with_header("Authorization", format!("Bearer {}", (shared.token)()))
         .with_header("X-Minio-Time", now_ns.to_string());
+    let io = Metered::new(io);
     let (ws, _) = async_tungstenite::client_async_with_config(req, io, Some(shared.ws_config))
         .await
         .map_err(|e| match e {
@@ -154,7 +157,7 @@ pub(crate) async fn accept(
     shared: &Arc<Shared>,
     io: BoxIo,
     peer: Option<SocketAddr>,
-) -> Result<WebSocketStream<BoxIo>, String> {
+) -> Result<Socket, String> {
     let route = shared.route.clone();
     let validate = shared.cluster.validate_token.clone();
     let refused = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -186,13 +189,70 @@ pub(crate) async fn accept(
         Err(reject(status, &text))
     };
     let _ = peer;
-    async_tungstenite::accept_hdr_async_with_config(io, callback, Some(shared.ws_config))
-        .await
-        .map_err(|e| {
-            let why = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
-            why.unwrap_or_else(|| format!("upgrade: {e}"))
-        })
+    async_tungstenite::accept_hdr_async_with_config(
+        Metered::new(io),
+        callback,
+        Some(shared.ws_config),
+    )
+    .await
+    .map_err(|e| {
+        let why = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        why.unwrap_or_else(|| format!("upgrade: {e}"))
+    })
 }
+
+/// The socket under a WebSocket, counting the bytes written to it: the socket task tells
+/// a slow link that is still moving from a stalled one by this count.
+pub(crate) struct Metered {
+    io: BoxIo,
+    written: u64,
+}
+
+impl Metered {
+    pub(crate) fn new(io: BoxIo) -> Metered {
+        Metered { io, written: 0 }
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written += n as u64;
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_close(cx)
+    }
+}
+
+/// A WebSocket over a [`Metered`] socket.
+pub(crate) type Socket = WebSocketStream<Metered>;
 
 #[cfg(test)]
 mod tests {
