@@ -28,6 +28,7 @@ use super::runtime::{BoxFuture, Runtime};
 use super::signal::{Notify, Signal, Tasks};
 use super::ws;
 use crate::codec::{self, Frame, Time};
+use crate::proto::muxmap::{MuxIdHash, keyed_map};
 use crate::proto::{
     Backoff, CallError, Cluster, Dir, Event, HandlerKey, HandlerKind, LostReason, MuxKey, Read,
     Redial, SendError, Session, Stats,
@@ -112,7 +113,8 @@ pub(crate) struct LinkState {
     epoch: u64,
     /// Fires when the current session ends.
     done: Signal,
-    slots: HashMap<MuxKey, Slot>,
+    /// Keyed by peer-chosen IDs too: the session's keyed mux hash.
+    slots: HashMap<MuxKey, Slot, MuxIdHash>,
     last_mux_id: u64,
     /// The generation that last completed its handshake.
     connected_epoch: u64,
@@ -178,7 +180,7 @@ impl Link {
                 session: None,
                 epoch: 0,
                 done: Signal::new(),
-                slots: HashMap::new(),
+                slots: keyed_map(),
                 last_mux_id: 0,
                 connected_epoch: 0,
                 connects: 0,
@@ -308,10 +310,14 @@ impl Link {
         let Some(s) = st.session.as_mut() else {
             return Poll::Ready(Err(CallError::Disconnected));
         };
+        let queued = s.queued_frames();
         match s.read(st.now, key) {
             Read::Item(b) => {
-                // The read gave the peer a credit back: the writer sends it.
-                self.writer.notify();
+                // Credits go back in batches: the writer is woken only when this read
+                // released one.
+                if s.queued_frames() > queued {
+                    self.writer.notify();
+                }
                 Poll::Ready(Ok(Some(b)))
             }
             Read::End(r) => {

@@ -10,7 +10,7 @@ mod config;
 mod error;
 mod event;
 mod link;
-mod muxmap;
+pub(crate) mod muxmap;
 mod session;
 mod stats;
 mod timer;

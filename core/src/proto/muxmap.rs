@@ -18,6 +18,12 @@ pub(crate) fn mux_map<V>() -> MuxMap<V> {
     HashMap::with_hasher(MuxIdHash::new())
 }
 
+/// A map keyed by anything that hashes as one `u64` (a [`crate::proto::MuxKey`]), under
+/// fresh keys.
+pub(crate) fn keyed_map<K, V>() -> HashMap<K, V, MuxIdHash> {
+    HashMap::with_hasher(MuxIdHash::new())
+}
+
 /// Builds [`MuxIdHasher`]s with this session's keys.
 #[derive(Clone, Debug)]
 pub(crate) struct MuxIdHash {

@@ -346,6 +346,12 @@ impl Session {
         self.queue.len() >= c.max_queued_frames || self.queued_bytes >= c.max_queued_bytes
     }
 
+    /// Frames waiting for [`Session::poll_transmit`]; a driver compares it before and
+    /// after a call to learn whether the call gave its writer something to do.
+    pub fn queued_frames(&self) -> usize {
+        self.queue.len()
+    }
+
     // ----------------------------------------------------------------------------
     // Outputs.
 
