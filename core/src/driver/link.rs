@@ -127,6 +127,8 @@ pub(crate) struct LinkState {
     last_error: Option<String>,
     /// Set by shutdown: no session is installed any more.
     shut: bool,
+    /// Incoming calls' handlers, to spawn once the lock is released.
+    handlers: Vec<BoxFuture<'static, ()>>,
     /// When the socket task last stepped the session: the time given to session calls
     /// that do not read it (stream reads and sends, answers), which saves a clock read
     /// per item.
@@ -191,6 +193,7 @@ impl Link {
                 last_error: None,
                 shut: false,
                 now: Instant::now(),
+                handlers: Vec::new(),
             }),
             writer: Notify::default(),
         })
@@ -630,7 +633,8 @@ impl Link {
         let c = cancel.clone();
         let run = AssertUnwindSafe(futures_util::future::lazy(move |_| start(c)).flatten())
             .catch_unwind();
-        self.shared.spawn(async move {
+        // Spawned once the link's lock is released ([`Link::spawn_handlers`]).
+        st.handlers.push(Box::pin(async move {
             match select(Box::pin(run), cancel.wait()).await {
                 Either::Left((Ok(r), _)) => done(&link, epoch, id, r.map_err(|e| e.0)),
                 Either::Left((Err(panic), _)) => {
@@ -640,7 +644,15 @@ impl Link {
                 }
                 Either::Right(_) => {}
             }
-        });
+        }));
+    }
+
+    /// Spawns the handlers the last events started. Waking an executor's idle thread
+    /// can cost a system call, so it happens after the link's lock is released.
+    fn spawn_handlers(&self, handlers: &mut Vec<BoxFuture<'static, ()>>) {
+        for h in handlers.drain(..) {
+            self.shared.spawn(h);
+        }
     }
 
     // ------------------------------------------------------------------------------
@@ -763,6 +775,7 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
         timer: None,
         stall_timer: None,
         written: 0,
+        handlers: Vec::new(),
     };
     std::future::poll_fn(|cx| io.poll(cx)).await;
     // Best effort: tell the peer, but never wait long on a dead socket.
@@ -808,6 +821,8 @@ struct SocketTask {
     stall_timer: Option<BoxFuture<'static, ()>>,
     /// Bytes the socket had taken when the stall timer was last started.
     written: u64,
+    /// Handlers taken from the link state, spawned after its lock is released.
+    handlers: Vec<BoxFuture<'static, ()>>,
 }
 
 /// The waker the socket's read side gets: it marks the socket readable, then wakes the
@@ -992,8 +1007,10 @@ impl SocketTask {
             let next = s.poll_timeout();
             let closed = s.is_closed();
             self.link.pump(&mut st);
+            std::mem::swap(&mut st.handlers, &mut self.handlers);
             (next, closed)
         };
+        self.link.spawn_handlers(&mut self.handlers);
         // Encoding and checksumming happen without the lock.
         let mut at = 0;
         for n in self.counts.drain(..) {
