@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 const USAGE: &str = "usage: grid-bench [--seconds N] \
      [--only single,streams,typed,cluster,memory,runtimes] \
-     [--runtimes tokio,async-std,smol] [--callers 1,16,128] [--json]";
+     [--runtimes tokio,async-std,smol] [--callers 1,16,128] [--repeat N] [--json]";
 const SECTIONS: [&str; 6] = [
     "single", "streams", "typed", "cluster", "memory", "runtimes",
 ];
@@ -194,10 +194,7 @@ impl Report {
         if !self.json {
             if !self.header_printed {
                 self.header_printed = true;
-                println!(
-                    "{:<9} {:<9} {:<34} {:>12} {:>12} {:>7}  {:<8} target",
-                    "section", "runtime", "figure", "grid", "floor/ref", "ratio", "unit"
-                );
+                print_header();
             }
             println!("{}", line(&row));
         }
@@ -213,6 +210,13 @@ fn num(v: f64) -> String {
     } else {
         format!("{v:.3}")
     }
+}
+
+fn print_header() {
+    println!(
+        "{:<9} {:<9} {:<34} {:>12} {:>12} {:>7}  {:<8} target",
+        "section", "runtime", "figure", "grid", "floor/ref", "ratio", "unit"
+    );
 }
 
 fn line(r: &Row) -> String {
@@ -990,12 +994,88 @@ fn memory(report: &mut Report) {
     report.add(m, Rt::Tokio, fig, "MiB", mb(total), None, None);
 }
 
+/// Every section but memory, once.
+fn rounds(report: &mut Report, o: &Opts) {
+    let single_on = o.wants("single");
+    if single_on || o.wants("runtimes") {
+        let mut tputs = Vec::new();
+        for &rt in &o.runtimes {
+            tputs.push((rt, single(report, o, rt, single_on)));
+        }
+        if o.wants("runtimes") && o.runtimes.first() == Some(&Rt::Tokio) {
+            let tokio = tputs[0].1.clone();
+            for (rt, t) in &tputs[1..] {
+                for ((n, x), (_, base)) in t.iter().zip(&tokio) {
+                    let fig = format!("single req/s, {n} callers, vs tokio");
+                    let goal = Some(Goal::AtLeast(0.8));
+                    report.add("runtimes", *rt, fig, "req/s", *x, Some(*base), goal);
+                }
+            }
+        }
+    }
+    if o.wants("streams") {
+        for &rt in &o.runtimes {
+            streams(report, o, rt);
+        }
+    }
+    if o.wants("typed") {
+        typed(report, o);
+    }
+    if o.wants("cluster") {
+        cluster(report, o);
+    }
+}
+
+/// The median of each figure over the rounds, in first-seen order: of Grid's figure, of
+/// its floor, and of the per-round ratios (each against the floor of its own round).
+fn medians(rows: Vec<Row>) -> Vec<Row> {
+    let mut groups: Vec<Vec<Row>> = Vec::new();
+    for r in rows {
+        let key = |x: &Row| (x.section, x.runtime, x.figure.clone());
+        match groups.iter_mut().find(|g| key(&g[0]) == key(&r)) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    groups
+        .into_iter()
+        .map(|g| {
+            let grid = median(g.iter().map(|r| r.grid).collect());
+            let floors: Vec<f64> = g.iter().filter_map(|r| r.floor).collect();
+            let ratios: Vec<f64> = g.iter().filter_map(|r| r.ratio).collect();
+            let first = &g[0];
+            let ratio = (!ratios.is_empty()).then(|| median(ratios));
+            let met = match (ratio, first.target) {
+                (Some(r), Some(Goal::AtLeast(t))) => Some(r >= t),
+                (Some(r), Some(Goal::AtMost(t))) => Some(r <= t),
+                _ => None,
+            };
+            Row {
+                section: first.section,
+                runtime: first.runtime,
+                figure: first.figure.clone(),
+                unit: first.unit,
+                grid,
+                floor: (!floors.is_empty()).then(|| median(floors)),
+                ratio,
+                target: first.target,
+                met,
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let mut seconds = 2.0f64;
     let mut json = false;
     let mut only = Vec::new();
     let mut runtimes = Vec::new();
     let mut callers = Vec::new();
+    let mut repeat = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -1040,6 +1120,13 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            "--repeat" => match args.next().and_then(|s| s.parse::<usize>().ok()) {
+                Some(n) if n > 0 => repeat = n,
+                _ => {
+                    eprintln!("grid-bench: --repeat needs a positive count; {USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "--json" => json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -1070,37 +1157,26 @@ fn main() -> ExitCode {
         rows: Vec::new(),
         header_printed: false,
     };
-    // Memory first, while the process's heap is still small and unfragmented.
+    // Memory first, while the process's heap is still small and unfragmented; once.
     if o.wants("memory") {
         memory(&mut report);
     }
-    let single_on = o.wants("single");
-    if single_on || o.wants("runtimes") {
-        let mut tputs = Vec::new();
-        for &rt in &o.runtimes {
-            tputs.push((rt, single(&mut report, &o, rt, single_on)));
+    for round in 0..repeat {
+        if repeat > 1 && !report.json {
+            println!("\nround {} of {repeat}", round + 1);
+            report.header_printed = false;
         }
-        if o.wants("runtimes") && o.runtimes.first() == Some(&Rt::Tokio) {
-            let tokio = tputs[0].1.clone();
-            for (rt, t) in &tputs[1..] {
-                for ((n, x), (_, base)) in t.iter().zip(&tokio) {
-                    let fig = format!("single req/s, {n} callers, vs tokio");
-                    let goal = Some(Goal::AtLeast(0.8));
-                    report.add("runtimes", *rt, fig, "req/s", *x, Some(*base), goal);
-                }
+        rounds(&mut report, &o);
+    }
+    if repeat > 1 {
+        report.rows = medians(std::mem::take(&mut report.rows));
+        if !report.json {
+            println!("\nmedian of {repeat} rounds (each ratio against the floor of its own round)");
+            print_header();
+            for r in &report.rows {
+                println!("{}", line(r));
             }
         }
-    }
-    if o.wants("streams") {
-        for &rt in &o.runtimes {
-            streams(&mut report, &o, rt);
-        }
-    }
-    if o.wants("typed") {
-        typed(&mut report, &o);
-    }
-    if o.wants("cluster") {
-        cluster(&mut report, &o);
     }
     if report.json {
         let doc = serde_json::json!({
@@ -1121,4 +1197,43 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(figure: &str, grid: f64, floor: f64) -> Row {
+        Row {
+            section: "single",
+            runtime: "tokio",
+            figure: figure.into(),
+            unit: "req/s",
+            grid,
+            floor: Some(floor),
+            ratio: Some(grid / floor),
+            target: Some(Goal::AtLeast(1.0)),
+            met: None,
+        }
+    }
+
+    #[test]
+    fn medians_take_each_figure_and_ratio_over_the_rounds() {
+        let rows = vec![
+            row("a", 10.0, 10.0),
+            row("b", 1.0, 4.0),
+            row("a", 30.0, 10.0),
+            row("b", 3.0, 4.0),
+            row("a", 9.0, 10.0),
+            row("b", 2.0, 4.0),
+        ];
+        let m = medians(rows);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].figure.as_str(), m[0].grid), ("a", 10.0));
+        assert_eq!(m[0].ratio, Some(1.0));
+        assert_eq!(m[0].met, Some(true));
+        assert_eq!((m[1].figure.as_str(), m[1].grid), ("b", 2.0));
+        assert_eq!(m[1].ratio, Some(0.5));
+        assert_eq!(m[1].met, Some(false));
+    }
 }
