@@ -1230,7 +1230,7 @@ pub async fn max_muxes_at_the_edge(rt: Arc<dyn Runtime>) {
 #[macro_export]
 macro_rules! hardening_tests {
     ($block_on:path, $rt:expr) => {
-        $crate::hardening_tests!(@each $block_on, $rt;
+        $crate::scenario_tests!(hardening, $block_on, $rt;
             stalled_reader_bounded_queue,
             silent_peer_detected_by_pings,
             fin_mid_stream,
@@ -1250,13 +1250,4 @@ macro_rules! hardening_tests {
             max_muxes_at_the_edge,
         );
     };
-    (@each $block_on:path, $rt:expr; $($name:ident,)*) => {$(
-        #[test]
-        fn $name() {
-            $block_on(async {
-                $crate::logs::Capture::install();
-                $crate::hardening::$name($rt).await
-            })
-        }
-    )*};
 }

@@ -918,7 +918,7 @@ pub async fn cross_runtime(rts: Vec<Arc<dyn Runtime>>) {
 #[macro_export]
 macro_rules! suite_tests {
     ($block_on:path, $rt:expr) => {
-        $crate::suite_tests!(@each $block_on, $rt;
+        $crate::scenario_tests!(suite, $block_on, $rt;
             single_roundtrips,
             request_deadline,
             dropped_request_returns_at_once,
@@ -929,29 +929,7 @@ macro_rules! suite_tests {
             shutdown_with_calls_in_flight,
             dial_rule_across_35_hosts,
             serve_socket_from_the_applications_listener,
+            ; logged: rejected_bad_token, rejected_unknown_host
         );
-        #[test]
-        fn rejected_bad_token() {
-            $block_on(async {
-                let logs = $crate::logs::Capture::install();
-                $crate::suite::rejected_bad_token($rt, &logs).await
-            })
-        }
-        #[test]
-        fn rejected_unknown_host() {
-            $block_on(async {
-                let logs = $crate::logs::Capture::install();
-                $crate::suite::rejected_unknown_host($rt, &logs).await
-            })
-        }
     };
-    (@each $block_on:path, $rt:expr; $($name:ident,)*) => {$(
-        #[test]
-        fn $name() {
-            $block_on(async {
-                $crate::logs::Capture::install();
-                $crate::suite::$name($rt).await
-            })
-        }
-    )*};
 }

@@ -710,7 +710,7 @@ pub async fn tls_cross_runtime(rts: Vec<Arc<dyn Runtime>>) {
 #[macro_export]
 macro_rules! tls_suite_tests {
     ($block_on:path, $rt:expr) => {
-        $crate::tls_suite_tests!(@each $block_on, $rt;
+        $crate::scenario_tests!(tls_suite, $block_on, $rt;
             tls_request_and_stream_roundtrips,
             tls_crc_off_only_between_tls_hosts,
             tls_mixed_cluster,
@@ -718,31 +718,9 @@ macro_rules! tls_suite_tests {
             tls_plain_client_to_tls_listener,
             tls_silent_client_dropped_at_handshake_deadline,
             tls_serve_socket,
+            ; logged: tls_wrong_ca_refused, tls_wrong_name_refused
         );
-        #[test]
-        fn tls_wrong_ca_refused() {
-            $block_on(async {
-                let logs = $crate::logs::Capture::install();
-                $crate::tls_suite::tls_wrong_ca_refused($rt, &logs).await
-            })
-        }
-        #[test]
-        fn tls_wrong_name_refused() {
-            $block_on(async {
-                let logs = $crate::logs::Capture::install();
-                $crate::tls_suite::tls_wrong_name_refused($rt, &logs).await
-            })
-        }
     };
-    (@each $block_on:path, $rt:expr; $($name:ident,)*) => {$(
-        #[test]
-        fn $name() {
-            $block_on(async {
-                $crate::logs::Capture::install();
-                $crate::tls_suite::$name($rt).await
-            })
-        }
-    )*};
 }
 
 #[cfg(test)]

@@ -755,7 +755,7 @@ pub async fn typed_minio_struct_bytes(rt: Arc<dyn Runtime>) {
 #[macro_export]
 macro_rules! typed_suite_tests {
     ($block_on:path, $rt:expr) => {
-        $crate::typed_suite_tests!(@each $block_on, $rt;
+        $crate::scenario_tests!(typed_suite, $block_on, $rt;
             typed_single_roundtrip,
             typed_remote_error,
             typed_subroute,
@@ -768,13 +768,4 @@ macro_rules! typed_suite_tests {
             typed_minio_struct_bytes,
         );
     };
-    (@each $block_on:path, $rt:expr; $($name:ident,)*) => {$(
-        #[test]
-        fn $name() {
-            $block_on(async {
-                $crate::logs::Capture::install();
-                $crate::typed_suite::$name($rt).await
-            })
-        }
-    )*};
 }
