@@ -1,10 +1,12 @@
 //! One link per peer: its current session behind a lock, the per-call slots that wake
-//! callers, and the tasks that move bytes between the session and the WebSocket.
+//! callers, and the socket task that moves bytes between the session and the WebSocket.
 //!
 //! Callers never hop through a channel: they take the lock, tell the session what to
-//! do, wake the writer and wait on their own slot. The writer drains every queued frame
-//! into one buffer, sends the messages and flushes once per drain. The reader hands
-//! every message it receives to the session and dispatches the events that follow.
+//! do, wake the socket task and wait on their own slot. The socket task owns the
+//! WebSocket: each turn it reads what the socket reported, hands those messages to the
+//! session under one lock, runs due timers, takes the outbound frames and dispatches the
+//! events; then, with the lock released, it encodes the frames, spawns the handlers the
+//! events started, writes and flushes once.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -36,7 +38,7 @@ use crate::proto::{
 
 const TARGET: &str = "grid::link";
 
-/// How many bytes the writer encodes per round before sending them.
+/// How many payload bytes the socket task takes from the session per turn before writing.
 const WRITE_ROUND_BYTES: usize = 1 << 20;
 
 /// What every link of a manager shares.
@@ -141,6 +143,7 @@ pub(crate) struct Link {
     pub(crate) dials: bool,
     pub(crate) shared: Arc<Shared>,
     state: Mutex<LinkState>,
+    /// Wakes the socket task: the session has frames to send or a new deadline.
     writer: Notify,
 }
 
