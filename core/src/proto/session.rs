@@ -1773,9 +1773,9 @@ impl Session {
 
     /// Takes the next item (or the end) of a stream, giving the peer one credit back.
     ///
-    /// Credits go back in batches ([`credit_batch`]): at once when the read emptied the
-    /// stream's buffer (the reader caught up and waits for more), otherwise once a
-    /// quarter of the window has been read. The sender always keeps at least three
+    /// Credits go back in batches: at once when the read emptied the stream's buffer
+    /// (the reader caught up and waits for more), otherwise once a quarter of the window
+    /// has been read (windows under 8 return every credit at once). The sender always keeps at least three
     /// quarters of its window, and each batch leaves in one merged message instead of
     /// one message per item.
     pub fn read(&mut self, _now: Instant, key: MuxKey) -> Read {
