@@ -38,8 +38,10 @@ use crate::proto::{
 
 const TARGET: &str = "grid::link";
 
-/// How many payload bytes the socket task takes from the session per turn before writing.
+/// How many encoded bytes the socket task takes from the session per turn before writing.
 const WRITE_ROUND_BYTES: usize = 1 << 20;
+/// How many frames the socket task takes from the session per turn before writing.
+const WRITE_ROUND_FRAMES: usize = 4096;
 
 /// What every link of a manager shares.
 pub(crate) struct Shared {
@@ -989,12 +991,14 @@ impl SocketTask {
                 s.handle_timeout(now);
             }
             if take {
-                // About a megabyte per turn: the socket gets busy sooner, and the rest
-                // waits in the session, where it counts against the queue limits. A
-                // closed session's last frames all leave now.
+                // About a megabyte, or a few thousand frames, per turn: the socket gets
+                // busy sooner, the task's buffers stay small however many tiny frames
+                // are queued, and the rest waits in the session, where it counts against
+                // the queue limits. A closed session's last frames all leave now.
                 let last = s.is_closed();
                 let mut bytes = 0;
-                while last || bytes < WRITE_ROUND_BYTES {
+                while last || (bytes < WRITE_ROUND_BYTES && self.frames.len() < WRITE_ROUND_FRAMES)
+                {
                     let before = self.frames.len();
                     if s.poll_transmit_frames(&mut self.frames).is_none() {
                         self.dirty = false;
@@ -1003,7 +1007,7 @@ impl SocketTask {
                     self.counts.push(self.frames.len() - before);
                     bytes += self.frames[before..]
                         .iter()
-                        .map(|f| f.payload.len())
+                        .map(Frame::encoded_len)
                         .sum::<usize>();
                 }
             }
