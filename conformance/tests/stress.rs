@@ -138,6 +138,9 @@ fn million_open_cancel_cycles() {
         let rt = grid_tokio::runtime();
         let c = cluster(&rt, 2).await;
         let conn = c.conn(0, 1);
+        // The tasks each node runs at rest (listener, dialer, socket task): a round is
+        // sampled once every cancelled handler's task has finished too.
+        let resting: Vec<usize> = c.nodes.iter().map(|n| n.running_tasks()).collect();
         println!("open/cancel: RSS at start {:.1} MiB", rss_mib());
         let mut rounds = Vec::new();
         let t0 = Instant::now();
@@ -178,6 +181,10 @@ fn million_open_cancel_cycles() {
                 // would have its reply dropped (`replies_dropped`), by design.
                 while back.stats().session.incoming_muxes != 0
                     || back.stats().session.queued_frames != 0
+                    || c.nodes
+                        .iter()
+                        .zip(&resting)
+                        .any(|(n, r)| n.running_tasks() > *r)
                 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
