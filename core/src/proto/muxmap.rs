@@ -15,7 +15,7 @@ pub(crate) type MuxMap<V> = HashMap<u64, V, MuxIdHash>;
 
 /// A map with a fresh pair of keys.
 pub(crate) fn mux_map<V>() -> MuxMap<V> {
-    HashMap::with_hasher(MuxIdHash::new())
+    keyed_map()
 }
 
 /// A map keyed by anything that hashes as one `u64` (a [`crate::proto::MuxKey`]), under

@@ -1842,7 +1842,7 @@ impl Session {
 /// How many read items a stream with window `capacity` lets owe their credit before it
 /// sends them back: a quarter of the window, so the sender is never held up, and at
 /// least one (small windows return every credit at once).
-pub(crate) fn credit_batch(capacity: u32) -> u32 {
+fn credit_batch(capacity: u32) -> u32 {
     (capacity / 4).max(1)
 }
 

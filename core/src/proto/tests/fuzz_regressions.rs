@@ -1,10 +1,9 @@
 //! Regressions found with the fuzz targets of `core/fuzz` (session_frames, session_ops,
 //! handshake), as plain tests on the virtual clock.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::harness::*;
-use crate::codec::{self, Flags, Op};
 use crate::proto::{Event, MuxKey};
 
 /// Stream opens each cancelled at once, many to one message: the table stays almost
@@ -18,16 +17,7 @@ fn open_cancel_churn_in_one_message_keeps_the_outbound_queue_bounded() {
     setup.config.max_queued_frames = 64;
     setup.config.max_muxes = 16;
     let mut p = Pair::connected_with(setup);
-    let mut frames = Vec::new();
-    for id in 1..=1000u64 {
-        let mut open = forge(Op::ConnectMux, id, 0, Flags::NONE, b"");
-        open.handler = STREAM.id;
-        frames.push(open);
-        frames.push(forge(Op::DisconnectServerMux, id, 1, Flags::NONE, b""));
-    }
-    let mut msg = BytesMut::new();
-    codec::encode_merged(frames.iter(), &mut msg);
-    p.b.s.handle_message(p.now, msg.freeze());
+    p.b.s.handle_message(p.now, open_cancel_churn(1000));
 
     let st = p.b.s.stats();
     assert_eq!(st.incoming_muxes, 0);

@@ -477,3 +477,24 @@ pub(crate) fn forge(
     f.payload = Bytes::copy_from_slice(payload);
     f
 }
+
+/// One merged message in which the peer opens `STREAM` on mux IDs `1..=n` and cancels
+/// each right after its open.
+pub(crate) fn open_cancel_churn(n: u64) -> Bytes {
+    let mut frames = Vec::new();
+    for id in 1..=n {
+        let mut open = forge(codec::Op::ConnectMux, id, 0, codec::Flags::NONE, b"");
+        open.handler = STREAM.id;
+        frames.push(open);
+        frames.push(forge(
+            codec::Op::DisconnectServerMux,
+            id,
+            1,
+            codec::Flags::NONE,
+            b"",
+        ));
+    }
+    let mut msg = BytesMut::new();
+    codec::encode_merged(frames.iter(), &mut msg);
+    msg.freeze()
+}

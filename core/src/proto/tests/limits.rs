@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::flow::{ms, ops, singles};
 use super::harness::*;
@@ -146,16 +146,7 @@ fn open_cancel_churn_is_admitted_up_to_queued_frames_plus_max_muxes() {
         c.max_queued_frames = 8;
         c.max_muxes = 4;
     }));
-    let mut frames = Vec::new();
-    for id in 1..=20u64 {
-        let mut open = forge(Op::ConnectMux, id, 0, Flags::NONE, b"");
-        open.handler = STREAM.id;
-        frames.push(open);
-        frames.push(forge(Op::DisconnectServerMux, id, 1, Flags::NONE, b""));
-    }
-    let mut msg = BytesMut::new();
-    codec::encode_merged(frames.iter(), &mut msg);
-    p.b.s.handle_message(p.now, msg.freeze());
+    p.b.s.handle_message(p.now, open_cancel_churn(20));
     let st = p.b.s.stats();
     assert_eq!(st.incoming_muxes, 0);
     assert_eq!(st.queued_frames, 12);
