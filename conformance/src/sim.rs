@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use grid_core::proto::{
     Backoff, CallError, Cluster, Config, Dir, Event, HandlerKey, HandlerKind, LostReason, MuxKey,
     Read, Redial, SendError, Session,
 };
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_64;
 
 /// splitmix64: a small, well-distributed generator; all randomness of a run comes from
 /// its seed.
@@ -337,7 +338,7 @@ pub struct Sim {
     handled: BTreeSet<u64>,
     work: BTreeMap<(Instant, u64), Work>,
     work_seq: u64,
-    hasher: Xxh3,
+    hasher: XxHash3_64,
     tail: VecDeque<String>,
     /// Lines of transcript kept (`GRID_SIM_TAIL`, default 60).
     tail_len: usize,
@@ -434,7 +435,7 @@ impl Sim {
             handled: BTreeSet::new(),
             work: BTreeMap::new(),
             work_seq: 0,
-            hasher: Xxh3::new(),
+            hasher: XxHash3_64::new(),
             tail: VecDeque::new(),
             tail_len: std::env::var("GRID_SIM_TAIL")
                 .ok()
@@ -455,7 +456,7 @@ impl Sim {
     /// Adds a record to the transcript: hashed always, kept as text when recording.
     fn note(&mut self, parts: &[u64], text: impl FnOnce() -> String) {
         for p in parts {
-            self.hasher.update(&p.to_le_bytes());
+            self.hasher.write(&p.to_le_bytes());
         }
         if self.cfg.record {
             let line = format!("{:>10.3}ms {}", self.elapsed_ms(), text());
@@ -1471,7 +1472,7 @@ impl Sim {
                     let conn = self.conns.get_mut(&a).expect("ready conn");
                     let (_, msg) = conn.inbox[b].pop_front().expect("ready message");
                     self.messages += 1;
-                    let h = xxhash_rust::xxh3::xxh3_64(&msg);
+                    let h = XxHash3_64::oneshot(&msg);
                     self.note(&[4, a, b as u64, h], || {
                         format!("conn {a}: {} bytes to {side:?}", msg.len())
                     });
@@ -1554,7 +1555,7 @@ impl Sim {
         match self.run_inner() {
             Ok(()) => Ok(Report {
                 seed: self.seed,
-                transcript: self.hasher.digest(),
+                transcript: self.hasher.finish(),
                 calls: self.calls.len(),
                 faults: self.faults,
                 messages: self.messages,

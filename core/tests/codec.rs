@@ -69,6 +69,21 @@ fn ref_crc(out: &mut Vec<u8>) {
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
+/// The codec's CRC is XXH3-64 as a second implementation computes it, at every length
+/// up to a few kilobytes (each of XXH3's size classes and the block edges of its long
+/// loop) and at large sizes, on bytes that are not all alike.
+#[test]
+fn crc_agrees_with_an_independent_xxh3_at_every_size_class() {
+    let data: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let sizes = (0..=4200).chain([16_383, 16_384, 65_535, 65_536, 65_566, 131_072, 200_000]);
+    for n in sizes {
+        let want = xxhash_rust::xxh3::xxh3_64(&data[..n]) as u32;
+        assert_eq!(grid_core::codec::crc(&data[..n]), want, "length {n}");
+    }
+}
+
 /// An independent encoder written from §1.1–§1.2, to check the codec's bytes against.
 fn ref_encode(f: &Frame) -> Vec<u8> {
     let mut out = vec![0x97];

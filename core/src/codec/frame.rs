@@ -441,7 +441,7 @@ fn put_uint_at(buf: &mut [u8; HEAD_MAX], n: &mut usize, v: u64) {
 /// The CRC the protocol uses: the low 32 bits of XXH3-64 (seed 0) over `bytes`.
 #[inline]
 pub fn crc(bytes: &[u8]) -> u32 {
-    xxhash_rust::xxh3::xxh3_64(bytes) as u32
+    twox_hash::XxHash3_64::oneshot(bytes) as u32
 }
 
 /// The parsed header of a frame: the fields, and where its trailing bytes lie.

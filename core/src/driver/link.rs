@@ -1067,7 +1067,7 @@ impl SocketTask {
 pub(crate) async fn dial_loop(link: Arc<Link>) {
     let shared = link.shared.clone();
     let cfg = shared.cluster.config.clone();
-    let seed = shared.seed ^ xxhash_rust::xxh3::xxh3_64(link.remote.as_bytes());
+    let seed = shared.seed ^ twox_hash::XxHash3_64::oneshot(link.remote.as_bytes());
     let backoff = Backoff::new(seed, cfg.reconnect_min, cfg.reconnect_max);
     let mut redial = Redial::new(backoff, Instant::now());
     let mut last_error: Option<String> = None;

@@ -256,7 +256,7 @@ impl ManagerBuilder {
             return Err(StartError::TlsNotConfigured { host: host.clone() });
         }
         let mut id = [0u8; 16];
-        let entropy = xxhash_rust::xxh3::xxh3_128(
+        let entropy = twox_hash::XxHash3_128::oneshot(
             format!(
                 "{}{:?}{}",
                 self.local_host,
