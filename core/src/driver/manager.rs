@@ -453,14 +453,14 @@ impl Manager {
     }
 }
 
-/// How long the listener pauses after an accept error that is not about one connection
-/// (out of descriptors or buffers): such an error lasts until something is freed, and
-/// retrying at once would spin.
 /// The WebSocket read buffer. The library zeroes the whole free buffer before every
 /// read, so a smaller one than its 128 KiB default saves microseconds per message,
 /// while large messages still reserve their full length at once.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// How long the listener pauses after an accept error that is not about one connection
+/// (out of descriptors or buffers): such an error lasts until something is freed, and
+/// retrying at once would spin.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Whether an accept error concerns only the connection being accepted (reset or

@@ -1836,9 +1836,6 @@ impl Session {
     }
 }
 
-/// Stamps the next sequence number. Sequence numbers wrap at 2^32 as on the wire; the
-/// peer's check is an equality, so wrapping is well defined.
-#[inline]
 /// How many read items a stream with window `capacity` lets owe their credit before it
 /// sends them back: a quarter of the window, so the sender is never held up, and at
 /// least one (small windows return every credit at once).
@@ -1856,6 +1853,9 @@ fn owed_now(owed: &mut u32, drained: bool, capacity: u32) -> u32 {
     }
 }
 
+/// Stamps the next sequence number. Sequence numbers wrap at 2^32 as on the wire; the
+/// peer's check is an equality, so wrapping is well defined.
+#[inline]
 fn next_seq(seq: &mut u32) -> u32 {
     let s = *seq;
     *seq = s.wrapping_add(1);
