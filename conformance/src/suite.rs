@@ -6,12 +6,14 @@
 //! fails the test instead of hanging it.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::Stream as _;
 use futures_util::future::{Either, select};
 use grid_core::driver::{
     Connection, Manager, ManagerBuilder, RemoteError, Request, Runtime, StreamCtx, StreamOptions,
@@ -42,6 +44,9 @@ pub const WAIT_CANCEL: u8 = 12;
 pub const GATED: u8 = 13;
 /// Stream without input (0/1): one item, then an error.
 pub const STREAM_FAIL: u8 = 14;
+/// Stream without input (0/8): [`PUSH`] with an output capacity of 8 (credits return two
+/// at a time).
+pub const PUSH8: u8 = 15;
 /// The subroute [`STREAM_ECHO`] is also registered on.
 pub const ROUTE: &str = "subroute/1";
 
@@ -149,6 +154,16 @@ pub fn handlers(b: ManagerBuilder, probe: &Arc<Probe>, first: bool) -> ManagerBu
                 StreamOptions {
                     in_capacity: 0,
                     out_capacity: 1,
+                },
+                push,
+            )
+        })
+        .and_then(|b| {
+            b.stream(
+                PUSH8,
+                StreamOptions {
+                    in_capacity: 0,
+                    out_capacity: 8,
                 },
                 push,
             )
@@ -533,6 +548,61 @@ pub async fn stream_roundtrip(rt: Arc<dyn Runtime>) {
                 }
             }
         }
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// A stream reader that gives credits back while more items wait yields once before its
+/// next read, so that the credits leave before it drains its buffer: on an executor that
+/// runs the reader and the socket task on one thread, the sender would otherwise wait for
+/// the reader to empty a whole window before each batch left. Polled by hand with a
+/// waker that counts: every `Pending` while items wait must be such a yield (it wakes
+/// itself) and be followed by an item.
+pub async fn reader_yields_once_after_returning_credits(rt: Arc<dyn Runtime>) {
+    struct Count(AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let c = cluster(&rt, 2).await;
+    within(&rt, LIMIT, async {
+        const ITEMS: usize = 40;
+        let s = c
+            .conn(0, 1)
+            .new_stream(PUSH8, Some(Bytes::from_static(&[ITEMS as u8])));
+        let mut resp = s.unwrap().responses;
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let (mut next, mut yields) = (0, 0);
+        while next < ITEMS {
+            // Three items wait (fewer at the end), so a read never finds the buffer empty.
+            while resp.buffered() < 3.min(ITEMS - next) {
+                rt.sleep_until(Instant::now() + Duration::from_millis(1))
+                    .await;
+            }
+            let wakes = count.0.load(Ordering::SeqCst);
+            let mut poll = Pin::new(&mut resp).poll_next(&mut cx);
+            if poll.is_pending() {
+                assert!(
+                    count.0.load(Ordering::SeqCst) > wakes,
+                    "a yield wakes itself"
+                );
+                yields += 1;
+                poll = Pin::new(&mut resp).poll_next(&mut cx);
+            }
+            match poll {
+                Poll::Ready(Some(Ok(item))) => assert_eq!(&item[..], &[next as u8]),
+                other => panic!("item {next}: {other:?}"),
+            }
+            next += 1;
+        }
+        // Two credits per batch: one yield per two items read, but where the buffer
+        // emptied (the credits then leave without one).
+        assert!(yields >= ITEMS / 2 - 2, "{yields} yields for {ITEMS} items");
+        assert!(resp.next().await.is_none());
     })
     .await;
     c.shutdown().await;
@@ -924,6 +994,7 @@ macro_rules! suite_tests {
             dropped_request_returns_at_once,
             stream_roundtrip,
             stream_cancel,
+            reader_yields_once_after_returning_credits,
             congestion_without_head_of_line_blocking,
             link_loss_and_reconnect,
             shutdown_with_calls_in_flight,

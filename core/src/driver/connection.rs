@@ -136,7 +136,11 @@ impl Connection {
                 call: call.clone(),
                 closed: false,
             }),
-            responses: Responses { call, done: false },
+            responses: Responses {
+                call,
+                done: false,
+                yield_next: false,
+            },
         })
     }
 }
@@ -207,9 +211,18 @@ pub struct Stream {
 pub struct Responses {
     call: Arc<StreamCall>,
     done: bool,
+    /// Set when the last read gave credits back ([`Link::poll_read`]).
+    yield_next: bool,
 }
 
 impl Responses {
+    /// How many items have arrived and wait to be read (at most the handler's output
+    /// capacity).
+    pub fn buffered(&self) -> usize {
+        let c = &self.call;
+        c.link.buffered(c.epoch, MuxKey::outgoing(c.id))
+    }
+
     /// The next item: `None` after the handler's end or after an error.
     pub async fn next(&mut self) -> Option<Result<Bytes, CallError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
@@ -223,8 +236,12 @@ impl FutStream for Responses {
         if self.done {
             return Poll::Ready(None);
         }
-        let c = &self.call;
-        match c.link.poll_read(c.epoch, MuxKey::outgoing(c.id), cx) {
+        let this = &mut *self;
+        let c = &this.call;
+        match c
+            .link
+            .poll_read(c.epoch, MuxKey::outgoing(c.id), cx, &mut this.yield_next)
+        {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(Some(item))) => Poll::Ready(Some(Ok(item))),
             Poll::Ready(Ok(None)) => {

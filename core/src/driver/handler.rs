@@ -207,6 +207,8 @@ pub struct Input {
     pub(crate) epoch: u64,
     pub(crate) id: u64,
     pub(crate) done: bool,
+    /// Set when the last read gave credits back ([`Link::poll_read`]).
+    pub(crate) yield_next: bool,
 }
 
 impl Input {
@@ -219,10 +221,12 @@ impl Input {
         if self.done {
             return Poll::Ready(None);
         }
-        match self
-            .link
-            .poll_read(self.epoch, MuxKey::incoming(self.id), cx)
-        {
+        match self.link.poll_read(
+            self.epoch,
+            MuxKey::incoming(self.id),
+            cx,
+            &mut self.yield_next,
+        ) {
             Poll::Ready(Ok(Some(item))) => Poll::Ready(Some(item)),
             Poll::Ready(_) => {
                 self.done = true;

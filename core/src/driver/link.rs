@@ -299,12 +299,23 @@ impl Link {
     }
 
     /// Reads the next item of a stream: `Ok(None)` at its clean end.
+    ///
+    /// `yield_next` is the reader's own flag. A read that gives credits back while more
+    /// items wait sets it, and the reader's next poll then yields once: the credits
+    /// leave with the socket task's next turn instead of after the reader has drained
+    /// its whole buffer (on an executor that runs the reader and the socket task on one
+    /// thread, the sender would otherwise wait a full window for every batch).
     pub(crate) fn poll_read(
         &self,
         epoch: u64,
         key: MuxKey,
         cx: &mut Context<'_>,
+        yield_next: &mut bool,
     ) -> Poll<Result<Option<Bytes>, CallError>> {
+        if std::mem::take(yield_next) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut st = self.lock();
         let st = &mut *st;
         if let Some(e) = st.slots.get_mut(&key).and_then(|s| s.closed.take()) {
@@ -325,6 +336,7 @@ impl Link {
                 // released one.
                 if s.queued_frames() > queued {
                     self.writer.notify();
+                    *yield_next = s.buffered(key) > 0;
                 }
                 Poll::Ready(Ok(Some(b)))
             }
@@ -341,6 +353,15 @@ impl Link {
                 }
                 None => Poll::Ready(Err(CallError::Closed)),
             },
+        }
+    }
+
+    /// How many items of a stream have arrived and wait to be read.
+    pub(crate) fn buffered(&self, epoch: u64, key: MuxKey) -> usize {
+        let st = self.lock();
+        match st.session.as_ref() {
+            Some(s) if st.epoch == epoch => s.buffered(key),
+            _ => 0,
         }
     }
 
@@ -589,6 +610,7 @@ impl Link {
                     epoch,
                     id,
                     done: false,
+                    yield_next: false,
                 }),
                 output: Output {
                     link: link.clone(),

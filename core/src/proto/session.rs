@@ -1827,6 +1827,20 @@ impl Session {
         Read::Item(item)
     }
 
+    /// How many items of a stream wait to be read (0 for an unknown mux).
+    pub fn buffered(&self, key: MuxKey) -> usize {
+        match key.dir {
+            Dir::Outgoing => match self.outgoing.get(&key.id) {
+                Some(ClientMux::Stream(s)) => s.items.len(),
+                _ => 0,
+            },
+            Dir::Incoming => match self.incoming.get(&key.id) {
+                Some(ServerMux::Stream(s)) => s.items.len(),
+                _ => 0,
+            },
+        }
+    }
+
     /// Whether a mux is in its table.
     pub fn contains(&self, key: MuxKey) -> bool {
         match key.dir {

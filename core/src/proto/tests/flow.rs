@@ -512,6 +512,11 @@ fn credits_return_in_batches(reader: MuxKey, writer: MuxKey, op: Op, p: &mut Pai
         crate::proto::Dir::Outgoing => p.a.s.stats().messages_sent,
         crate::proto::Dir::Incoming => p.b.s.stats().messages_sent,
     };
+    let buffered = |p: &Pair| match reader.dir {
+        crate::proto::Dir::Outgoing => p.a.s.buffered(reader),
+        crate::proto::Dir::Incoming => p.b.s.buffered(reader),
+    };
+    assert_eq!(buffered(p), 16);
     let mut got = Vec::new();
     for _ in 0..8 {
         let msgs = reader_side(p);
@@ -520,15 +525,26 @@ fn credits_return_in_batches(reader: MuxKey, writer: MuxKey, op: Op, p: &mut Pai
         assert!(sent <= 1, "a batch of credits is one message, not {sent}");
     }
     assert_eq!(got, [0, 0, 0, 4, 0, 0, 0, 4]);
+    assert_eq!(buffered(p), 8);
     // The writer got exactly those credits back.
     assert_eq!(fill(p, writer), 8);
     p.drive();
+    assert_eq!(buffered(p), 16);
     // 8 + 8 buffered now; read 15 of them: batches at 4, 8, 12; three owed.
     let got: Vec<usize> = (0..15).map(|_| read_one(p, reader, op)).collect();
     assert_eq!(got.iter().sum::<usize>(), 12);
     // The last buffered item empties the buffer: the 4 owed credits leave at once.
     assert_eq!(read_one(p, reader, op), 4);
+    assert_eq!(buffered(p), 0);
     assert_eq!(fill(p, writer), 16, "the whole window is back");
+    // The writer's own side of the stream buffers nothing; an unknown mux neither.
+    let (a, b) = (&p.a.s, &p.b.s);
+    let (w, r) = match reader.dir {
+        crate::proto::Dir::Outgoing => (b, a),
+        crate::proto::Dir::Incoming => (a, b),
+    };
+    assert_eq!(w.buffered(writer), 0);
+    assert_eq!(r.buffered(MuxKey { id: 999, ..reader }), 0);
     // Every unblock carried the right sequence number: nothing was closed.
     assert!(!p.a.has_event(|e| matches!(e, Event::Closed { .. })));
     assert!(!p.b.has_event(|e| matches!(e, Event::Closed { .. })));
