@@ -660,9 +660,13 @@ impl Link {
         let c = cancel.clone();
         let run = AssertUnwindSafe(futures_util::future::lazy(move |_| start(c)).flatten())
             .catch_unwind();
-        // Spawned once the link's lock is released ([`Link::spawn_handlers`]).
+        // Counted as running from now (shutdown waits for it); spawned as it is, one
+        // allocation, once the link's lock is released ([`Link::spawn_handlers`]).
+        let guard = self.shared.tasks.start();
         st.handlers.push(Box::pin(async move {
-            match select(Box::pin(run), cancel.wait()).await {
+            let _guard = guard;
+            // Pinned in this task's own allocation rather than a box of its own.
+            match select(std::pin::pin!(run), cancel.wait()).await {
                 Either::Left((Ok(r), _)) => done(&link, epoch, id, r.map_err(|e| e.0)),
                 Either::Left((Err(panic), _)) => {
                     let text = panic_text(&panic);
@@ -678,7 +682,7 @@ impl Link {
     /// can cost a system call, so it happens after the link's lock is released.
     fn spawn_handlers(&self, handlers: &mut Vec<BoxFuture<'static, ()>>) {
         for h in handlers.drain(..) {
-            self.shared.spawn(h);
+            self.shared.rt.spawn(h);
         }
     }
 
