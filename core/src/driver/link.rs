@@ -426,20 +426,20 @@ impl Link {
     }
 
     fn respond(&self, epoch: u64, id: u64, result: Result<Bytes, String>) {
-        let mut st = self.lock();
-        if st.epoch != epoch {
-            return;
-        }
-        st.slots.remove(&MuxKey::incoming(id));
-        let now = st.now;
-        if let Some(s) = st.session.as_mut() {
+        self.end_incoming(epoch, id, |s, now| {
             s.respond(now, id, result);
-        }
-        drop(st);
-        self.writer.notify();
+        });
     }
 
     fn finish(&self, epoch: u64, id: u64, result: Result<(), String>) {
+        self.end_incoming(epoch, id, |s, now| {
+            s.finish(now, id, result);
+        });
+    }
+
+    /// Gives an incoming call's outcome to the session (`end`), frees its slot and wakes
+    /// the socket task; a call of an earlier session is dropped.
+    fn end_incoming(&self, epoch: u64, id: u64, end: impl FnOnce(&mut Session, Instant)) {
         let mut st = self.lock();
         if st.epoch != epoch {
             return;
@@ -447,7 +447,7 @@ impl Link {
         st.slots.remove(&MuxKey::incoming(id));
         let now = st.now;
         if let Some(s) = st.session.as_mut() {
-            s.finish(now, id, result);
+            end(s, now);
         }
         drop(st);
         self.writer.notify();

@@ -1194,11 +1194,9 @@ impl Session {
         let Some(s) = self.client_stream_for(&f, true) else {
             return;
         };
-        if s.credits >= s.in_capacity {
-            debug!(target: TARGET, mux = f.mux_id, "output unblocked overflow: ignored");
+        if !give_credit(&mut s.credits, s.in_capacity, f.mux_id) {
             return;
         }
-        s.credits += 1;
         if s.want_write {
             s.want_write = false;
             self.events.push_back(Event::Writable(key));
@@ -1585,11 +1583,9 @@ impl Session {
         let Some(s) = self.server_stream_for(&f, true) else {
             return;
         };
-        if s.credits >= s.out_capacity {
-            debug!(target: TARGET, mux = f.mux_id, "output unblocked overflow: ignored");
+        if !give_credit(&mut s.credits, s.out_capacity, f.mux_id) {
             return;
         }
-        s.credits += 1;
         if let Some(result) = s.pending_final.take() {
             self.send_final(f.mux_id, result);
         } else if std::mem::take(&mut s.want_write) {
@@ -1848,6 +1844,17 @@ impl Session {
             Dir::Incoming => self.incoming.contains_key(&key.id),
         }
     }
+}
+
+/// Counts one credit the peer gave back to a stream whose window is `window`; a credit
+/// beyond the window is ignored (and `false` returned).
+fn give_credit(credits: &mut u32, window: u32, mux_id: u64) -> bool {
+    if *credits >= window {
+        debug!(target: TARGET, mux = mux_id, "output unblocked overflow: ignored");
+        return false;
+    }
+    *credits += 1;
+    true
 }
 
 /// How many read items a stream with window `capacity` lets owe their credit before it
