@@ -2,6 +2,7 @@
 //! the async suites (byte-level, typed and TLS) shared by every runtime, and the benchmarks.
 
 pub mod accept_faults;
+pub mod bench_args;
 pub mod hardening;
 pub mod logs;
 pub mod proxy;

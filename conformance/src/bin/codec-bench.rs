@@ -18,35 +18,34 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use grid_conformance::bench_args::Args;
 use grid_core::codec::{self, DEFAULT_MAX_FRAME_SIZE, Flags, Frame, Message, Op};
 
 const PAYLOAD_LEN: usize = 512;
 const USAGE: &str = "usage: codec-bench [--seconds N]";
 
 fn main() -> ExitCode {
-    let mut seconds = 2.0f64;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--seconds" => match args.next().and_then(|s| s.parse::<f64>().ok()) {
-                Some(s) if s > 0.0 && s.is_finite() => seconds = s,
-                _ => {
-                    eprintln!("codec-bench: --seconds needs a positive number; {USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("codec-bench: unknown argument {other:?}; {USAGE}");
-                return ExitCode::from(2);
-            }
+    match seconds() {
+        Ok(s) => {
+            run(Duration::from_secs_f64(s));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// The time per figure the arguments ask for.
+fn seconds() -> Result<f64, ExitCode> {
+    let mut a = Args::from_env("codec-bench", USAGE);
+    let mut seconds = 2.0;
+    while let Some(arg) = a.next() {
+        match arg.as_str() {
+            "--seconds" => seconds = a.seconds(&arg)?,
+            "-h" | "--help" => return Err(a.help()),
+            other => return Err(a.unknown(other)),
         }
     }
-    run(Duration::from_secs_f64(seconds));
-    ExitCode::SUCCESS
+    Ok(seconds)
 }
 
 /// Calls `op` in batches until `dur` has passed; returns calls per second.

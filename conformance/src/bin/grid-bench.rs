@@ -47,6 +47,7 @@ use async_tungstenite::tungstenite::Message;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_channel::{mpsc, oneshot};
 use futures_util::{SinkExt, StreamExt};
+use grid_conformance::bench_args::Args;
 use grid_conformance::suite::bind;
 use grid_core::driver::{
     BoxFuture, BoxIo, Connection, Manager, ManagerBuilder, RemoteError, Request, Runtime,
@@ -1070,72 +1071,46 @@ fn medians(rows: Vec<Row>) -> Vec<Row> {
 }
 
 fn main() -> ExitCode {
+    match options() {
+        Ok((o, json, repeat)) => bench(o, json, repeat),
+        Err(code) => code,
+    }
+}
+
+/// The options, `--json` and `--repeat` the arguments ask for.
+fn options() -> Result<(Opts, bool, usize), ExitCode> {
+    let mut a = Args::from_env("grid-bench", USAGE);
     let mut seconds = 2.0f64;
     let mut json = false;
     let mut only = Vec::new();
     let mut runtimes = Vec::new();
     let mut callers = Vec::new();
     let mut repeat = 1usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--seconds" => match args.next().and_then(|s| s.parse::<f64>().ok()) {
-                Some(s) if s > 0.0 && s.is_finite() => seconds = s,
-                _ => {
-                    eprintln!("grid-bench: --seconds needs a positive number; {USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
+    while let Some(arg) = a.next() {
+        match arg.as_str() {
+            "--seconds" => seconds = a.seconds(&arg)?,
             "--only" => {
-                let list = args.next().unwrap_or_default();
-                for s in list.split(',').filter(|s| !s.is_empty()) {
-                    if !SECTIONS.contains(&s) {
-                        eprintln!("grid-bench: unknown section {s:?}; {USAGE}");
-                        return ExitCode::from(2);
-                    }
-                    only.push(s.to_owned());
-                }
+                only = a.list(|s| match SECTIONS.contains(&s) {
+                    true => Ok(s.to_owned()),
+                    false => Err(format!("unknown section {s:?}")),
+                })?
             }
             "--runtimes" => {
-                let list = args.next().unwrap_or_default();
-                for s in list.split(',').filter(|s| !s.is_empty()) {
-                    match Rt::ALL.iter().find(|r| r.name() == s) {
-                        Some(r) => runtimes.push(*r),
-                        None => {
-                            eprintln!("grid-bench: unknown runtime {s:?}; {USAGE}");
-                            return ExitCode::from(2);
-                        }
-                    }
-                }
+                runtimes = a.list(|s| match Rt::ALL.iter().find(|r| r.name() == s) {
+                    Some(r) => Ok(*r),
+                    None => Err(format!("unknown runtime {s:?}")),
+                })?
             }
             "--callers" => {
-                let list = args.next().unwrap_or_default();
-                for s in list.split(',').filter(|s| !s.is_empty()) {
-                    match s.parse::<usize>() {
-                        Ok(n) if n > 0 => callers.push(n),
-                        _ => {
-                            eprintln!("grid-bench: --callers needs positive counts; {USAGE}");
-                            return ExitCode::from(2);
-                        }
-                    }
-                }
+                callers = a.list(|s| match s.parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err("--callers needs positive counts".to_owned()),
+                })?
             }
-            "--repeat" => match args.next().and_then(|s| s.parse::<usize>().ok()) {
-                Some(n) if n > 0 => repeat = n,
-                _ => {
-                    eprintln!("grid-bench: --repeat needs a positive count; {USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
+            "--repeat" => repeat = a.count(&arg)?,
             "--json" => json = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("grid-bench: unknown argument {other:?}; {USAGE}");
-                return ExitCode::from(2);
-            }
+            "-h" | "--help" => return Err(a.help()),
+            other => return Err(a.unknown(other)),
         }
     }
     let o = Opts {
@@ -1152,6 +1127,11 @@ fn main() -> ExitCode {
             callers
         },
     };
+    Ok((o, json, repeat))
+}
+
+/// Runs the figures `o` asks for, `repeat` times, and prints them.
+fn bench(o: Opts, json: bool, repeat: usize) -> ExitCode {
     let mut report = Report {
         json,
         rows: Vec::new(),
@@ -1180,7 +1160,7 @@ fn main() -> ExitCode {
     }
     if report.json {
         let doc = serde_json::json!({
-            "seconds": seconds,
+            "seconds": o.dur.as_secs_f64(),
             "rows": report.rows,
         });
         println!("{}", serde_json::to_string_pretty(&doc).expect("json"));

@@ -57,6 +57,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use grid_conformance::bench_args::Args;
 use grid_core::codec::{self, Frame, Message, Time};
 use grid_core::proto::{Cluster, Event, HandlerKey, HandlerKind, MuxKey, Read, SendError, Session};
 use serde_json::json;
@@ -100,50 +101,34 @@ enum Budget {
 }
 
 fn main() -> ExitCode {
+    match options() {
+        Ok((budget, json, only)) => {
+            run(budget, json, only.as_deref());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// The budget, `--json` and `--only` the arguments ask for.
+fn options() -> Result<(Budget, bool, Option<String>), ExitCode> {
+    let mut a = Args::from_env("session-bench", USAGE);
     let mut budget = Budget::Time(Duration::from_secs(2));
     let mut json = false;
     let mut only = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--seconds" => match args.next().and_then(|s| s.parse::<f64>().ok()) {
-                Some(s) if s > 0.0 && s.is_finite() => {
-                    budget = Budget::Time(Duration::from_secs_f64(s))
-                }
-                _ => {
-                    eprintln!("session-bench: --seconds needs a positive number; {USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "--frames" => match args.next().and_then(|s| s.parse::<u64>().ok()) {
-                Some(n) if n > 0 => budget = Budget::Frames(n),
-                _ => {
-                    eprintln!("session-bench: --frames needs a positive integer; {USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
+    while let Some(arg) = a.next() {
+        match arg.as_str() {
+            "--seconds" => budget = Budget::Time(Duration::from_secs_f64(a.seconds(&arg)?)),
+            "--frames" => budget = Budget::Frames(a.count(&arg)?),
             "--json" => json = true,
             // Runs only the figures whose label ("crc single requests, 1 in flight",
             // "tls memory", ...) contains TEXT: for profiling one workload.
-            "--only" => match args.next() {
-                Some(t) => only = Some(t),
-                None => {
-                    eprintln!("session-bench: --only needs a text; {USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("session-bench: unknown argument {other:?}; {USAGE}");
-                return ExitCode::from(2);
-            }
+            "--only" => only = Some(a.text(&arg)?),
+            "-h" | "--help" => return Err(a.help()),
+            other => return Err(a.unknown(other)),
         }
     }
-    run(budget, json, only.as_deref());
-    ExitCode::SUCCESS
+    Ok((budget, json, only))
 }
 
 // --------------------------------------------------------------------------------
