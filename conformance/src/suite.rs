@@ -16,7 +16,8 @@ use bytes::Bytes;
 use futures_util::Stream as _;
 use futures_util::future::{Either, select};
 use grid_core::driver::{
-    Connection, Manager, ManagerBuilder, RemoteError, Request, Runtime, StreamCtx, StreamOptions,
+    Connection, Listener, Manager, ManagerBuilder, RemoteError, Request, Runtime, StreamCtx,
+    StreamOptions,
 };
 use grid_core::proto::{CallError, Config};
 
@@ -764,11 +765,28 @@ pub async fn shutdown_with_calls_in_flight(rt: Arc<dyn Runtime>) {
     c.shutdown().await;
 }
 
-/// A node without its own listener: the application accepts the sockets and hands them
-/// to `Manager::serve_socket`; the link works both ways.
-pub async fn serve_socket_from_the_applications_listener(rt: Arc<dyn Runtime>) {
-    let (mut listeners, hosts) = bind(2);
-    // Node `a` accepts (the rule decides); the application owns its listener.
+/// Two nodes on `hosts` (bound as `listeners`), where the application accepts for one.
+pub struct AppAccepted {
+    /// The node the dial rule makes accept; started without a listener.
+    pub acceptor: Manager,
+    /// The other node, on its own listener.
+    pub dialer: Manager,
+    /// The acceptor's listener, on the runtime, for the application to accept on.
+    pub app_listener: Box<dyn Listener>,
+    /// The acceptor's index in `hosts`.
+    pub a: usize,
+    /// The dialer's index in `hosts`.
+    pub d: usize,
+}
+
+/// Starts an [`AppAccepted`] pair with the suite's handlers; `configure` adds to each
+/// node's builder (it is told whether the node is the acceptor).
+pub fn app_accepted_pair(
+    rt: &Arc<dyn Runtime>,
+    mut listeners: Vec<std::net::TcpListener>,
+    hosts: &[String],
+    configure: impl Fn(ManagerBuilder, bool) -> ManagerBuilder,
+) -> AppAccepted {
     let a = if grid_core::codec::should_dial(&hosts[0], &hosts[1]) {
         1
     } else {
@@ -784,24 +802,35 @@ pub async fn serve_socket_from_the_applications_listener(rt: Arc<dyn Runtime>) {
         .expect("runtime listener");
     let dialer_listener = listeners.pop().expect("one left");
     let probe = Arc::new(Probe::default());
-    let acceptor = handlers(
-        Manager::builder(hosts[a].clone(), &hosts)
-            .config(test_config())
-            .no_listener(),
-        &probe,
-        false,
-    )
-    .start(rt.clone())
-    .expect("starts");
-    let dialer = handlers(
-        Manager::builder(hosts[d].clone(), &hosts)
-            .config(test_config())
-            .listener(dialer_listener),
-        &probe,
-        false,
-    )
-    .start(rt.clone())
-    .expect("starts");
+    let start = |i: usize, b: ManagerBuilder| {
+        let b = configure(b.config(test_config()), i == a);
+        handlers(b, &probe, false)
+            .start(rt.clone())
+            .expect("starts")
+    };
+    AppAccepted {
+        acceptor: start(a, Manager::builder(hosts[a].clone(), hosts).no_listener()),
+        dialer: start(
+            d,
+            Manager::builder(hosts[d].clone(), hosts).listener(dialer_listener),
+        ),
+        app_listener,
+        a,
+        d,
+    }
+}
+
+/// A node without its own listener: the application accepts the sockets and hands them
+/// to `Manager::serve_socket`; the link works both ways.
+pub async fn serve_socket_from_the_applications_listener(rt: Arc<dyn Runtime>) {
+    let (listeners, hosts) = bind(2);
+    let AppAccepted {
+        acceptor,
+        dialer,
+        app_listener,
+        a,
+        d,
+    } = app_accepted_pair(&rt, listeners, &hosts, |b, _| b);
     let server = acceptor.clone();
     let serving = async move {
         // The application's accept loop: one connection is enough here.

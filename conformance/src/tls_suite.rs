@@ -23,7 +23,8 @@ use grid_core::proto::CallError;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use crate::suite::{
-    ECHO, Probe, STREAM_ECHO, TestCluster, handlers, test_config, until_link_works, within,
+    AppAccepted, ECHO, Probe, STREAM_ECHO, TestCluster, app_accepted_pair, handlers, test_config,
+    until_link_works, within,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -623,43 +624,21 @@ pub async fn tls_silent_client_dropped_at_handshake_deadline(rt: Arc<dyn Runtime
 /// application terminated itself.
 pub async fn tls_serve_socket(rt: Arc<dyn Runtime>) {
     let pki = Pki::new("grid test CA");
-    let (mut listeners, hosts) = bind_with(&["wss", "wss"]);
-    let a = if codec::should_dial(&hosts[0], &hosts[1]) {
-        1
-    } else {
-        0
-    };
-    let d = 1 - a;
-    let app_listener = rt
-        .listener({
-            let l = listeners.remove(a);
-            l.set_nonblocking(true).expect("nonblocking");
-            l
-        })
-        .expect("runtime listener");
-    let dialer_listener = listeners.pop().expect("one left");
-    let probe = Arc::new(Probe::default());
+    let (listeners, hosts) = bind_with(&["wss", "wss"]);
     let acceptor_tls = pki.node();
-    let acceptor = handlers(
-        Manager::builder(hosts[a].clone(), &hosts)
-            .config(test_config())
-            .tls(acceptor_tls.clone())
-            .no_listener(),
-        &probe,
-        false,
-    )
-    .start(rt.clone())
-    .expect("starts");
-    let dialer = handlers(
-        Manager::builder(hosts[d].clone(), &hosts)
-            .config(test_config())
-            .tls(pki.node())
-            .listener(dialer_listener),
-        &probe,
-        false,
-    )
-    .start(rt.clone())
-    .expect("starts");
+    let AppAccepted {
+        acceptor,
+        dialer,
+        app_listener,
+        a,
+        d,
+    } = app_accepted_pair(&rt, listeners, &hosts, |b, accepts| {
+        b.tls(if accepts {
+            acceptor_tls.clone()
+        } else {
+            pki.node()
+        })
+    });
     let conn = dialer.connection(&hosts[a]).expect("peer");
     within(&rt, LIMIT, async {
         // The manager runs TLS on the socket.
