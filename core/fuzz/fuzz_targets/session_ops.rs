@@ -383,14 +383,7 @@ fn act(p: &mut Pair, o: &mut Oracle, a: &Action) {
         } => {
             let i = side.i();
             let n = &mut p.n[i];
-            let key = if *incoming {
-                MuxKey::incoming(Node::pick(
-                    &n.in_ids(&[InKind::Stream, InKind::Finishing]),
-                    *which,
-                ))
-            } else {
-                MuxKey::outgoing(Node::pick(&n.out_ids(Some(OutKind::Stream)), *which))
-            };
+            let key = stream_key(n, *incoming, *which);
             let item = common::pattern(*len as usize % (MAX_PAYLOAD + 1), *which);
             n.begin();
             if n.send(now, key, item.clone()).is_ok() {
@@ -409,14 +402,7 @@ fn act(p: &mut Pair, o: &mut Oracle, a: &Action) {
         } => {
             let i = side.i();
             let n = &mut p.n[i];
-            let key = if *incoming {
-                MuxKey::incoming(Node::pick(
-                    &n.in_ids(&[InKind::Stream, InKind::Finishing]),
-                    *which,
-                ))
-            } else {
-                MuxKey::outgoing(Node::pick(&n.out_ids(Some(OutKind::Stream)), *which))
-            };
+            let key = stream_key(n, *incoming, *which);
             n.begin();
             for _ in 0..16 {
                 let r = p.n[i].read(now, key);
@@ -529,3 +515,16 @@ fn run(actions: &[Action]) {
 }
 
 fuzz_target!(|actions: Vec<Action>| run(&actions));
+
+/// A stream of node `n` to send on or read from: one it serves (`incoming`) or one it
+/// called, picked by `which`.
+fn stream_key(n: &Node, incoming: bool, which: u8) -> MuxKey {
+    if incoming {
+        MuxKey::incoming(Node::pick(
+            &n.in_ids(&[InKind::Stream, InKind::Finishing]),
+            which,
+        ))
+    } else {
+        MuxKey::outgoing(Node::pick(&n.out_ids(Some(OutKind::Stream)), which))
+    }
+}
