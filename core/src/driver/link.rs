@@ -8,7 +8,7 @@
 //! events; then, with the lock released, it encodes the frames, spawns the handlers the
 //! events started, writes and flushes once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, select};
 use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
-use std::collections::VecDeque;
 use tracing::{debug, error, info, warn};
 
 use super::handler::{Cancelled, Handlers, Input, Output, RemoteError, Request, StreamCtx};
@@ -1025,16 +1024,12 @@ impl SocketTask {
                 let mut bytes = 0;
                 while last || (bytes < WRITE_ROUND_BYTES && self.frames.len() < WRITE_ROUND_FRAMES)
                 {
-                    let before = self.frames.len();
-                    if s.poll_transmit_frames(&mut self.frames).is_none() {
+                    let Some(t) = s.poll_transmit_frames(&mut self.frames) else {
                         self.dirty = false;
                         break;
-                    }
-                    self.counts.push(self.frames.len() - before);
-                    bytes += self.frames[before..]
-                        .iter()
-                        .map(Frame::encoded_len)
-                        .sum::<usize>();
+                    };
+                    self.counts.push(t.frames);
+                    bytes += t.len;
                 }
             }
             let next = s.poll_timeout();

@@ -46,6 +46,8 @@ enum State {
 pub struct Transmit {
     /// Frames in the message (more than one: an `OpMerged` container).
     pub frames: usize,
+    /// The message's length in bytes, once encoded.
+    pub len: usize,
 }
 
 /// A call we started.

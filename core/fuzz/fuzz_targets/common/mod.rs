@@ -305,6 +305,7 @@ impl Node {
         );
         while let Some(t) = self.s.poll_transmit(buf) {
             let msg = buf.split().freeze();
+            assert_eq!(msg.len(), t.len, "{}: poll_transmit misstated the length", self.name);
             self.check_transmitted(&msg, t.frames);
             wire.push_back(msg);
         }

@@ -170,7 +170,13 @@ fn a_lone_frame_is_not_merged() {
     requests(&mut p, 1, 10);
     let msgs = transmit_all(&mut p.a);
     assert_eq!(msgs.len(), 1);
-    assert_eq!(msgs[0].0, Transmit { frames: 1 });
+    assert_eq!(
+        msgs[0].0,
+        Transmit {
+            frames: 1,
+            len: msgs[0].1.len()
+        }
+    );
     let (header, frames) = frames_of(&msgs[0].1);
     assert!(header.is_none());
     assert_eq!(frames[0].op, Op::Request);
@@ -184,7 +190,13 @@ fn queued_frames_leave_in_one_merged_container() {
     let ids = requests(&mut p, 10, 10);
     let msgs = transmit_all(&mut p.a);
     assert_eq!(msgs.len(), 1);
-    assert_eq!(msgs[0].0, Transmit { frames: 10 });
+    assert_eq!(
+        msgs[0].0,
+        Transmit {
+            frames: 10,
+            len: msgs[0].1.len()
+        }
+    );
     let (header, frames) = frames_of(&msgs[0].1);
     let header = header.expect("a container");
     // Header: MuxID 0, Seq = count, everything else zero, no flags (no CRC), empty payload.
@@ -234,6 +246,7 @@ fn frames_taken_and_encoded_later_are_the_bytes_poll_transmit_sends() {
         assert_eq!(frames.len(), t.frames);
         let mut buf = BytesMut::new();
         codec::encode_message(&frames, &mut buf);
+        assert_eq!(buf.len(), t.len);
         taken.push((t, buf.freeze()));
         frames.clear();
     }
