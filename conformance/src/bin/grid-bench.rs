@@ -143,6 +143,17 @@ enum Goal {
     AtMost(f64),
 }
 
+impl Goal {
+    /// Whether `ratio` meets `goal`; `None` when either is missing.
+    fn met(goal: Option<Goal>, ratio: Option<f64>) -> Option<bool> {
+        match (ratio, goal) {
+            (Some(r), Some(Goal::AtLeast(t))) => Some(r >= t),
+            (Some(r), Some(Goal::AtMost(t))) => Some(r <= t),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Row {
     section: &'static str,
@@ -176,11 +187,7 @@ impl Report {
         target: Option<Goal>,
     ) {
         let ratio = floor.map(|f| grid / f);
-        let met = match (ratio, target) {
-            (Some(r), Some(Goal::AtLeast(t))) => Some(r >= t),
-            (Some(r), Some(Goal::AtMost(t))) => Some(r <= t),
-            _ => None,
-        };
+        let met = Goal::met(target, ratio);
         let row = Row {
             section,
             runtime: rt.name(),
@@ -1050,11 +1057,7 @@ fn medians(rows: Vec<Row>) -> Vec<Row> {
             let ratios: Vec<f64> = g.iter().filter_map(|r| r.ratio).collect();
             let first = &g[0];
             let ratio = (!ratios.is_empty()).then(|| median(ratios));
-            let met = match (ratio, first.target) {
-                (Some(r), Some(Goal::AtLeast(t))) => Some(r >= t),
-                (Some(r), Some(Goal::AtMost(t))) => Some(r <= t),
-                _ => None,
-            };
+            let met = Goal::met(first.target, ratio);
             Row {
                 section: first.section,
                 runtime: first.runtime,
