@@ -1000,8 +1000,8 @@ pub async fn listener_survives_accept_errors(rt: Arc<dyn Runtime>) {
 
 /// `accept` keeps failing with `EMFILE` (the process is out of descriptors) while the
 /// dialer reconnects: the listener neither stops nor spins (every retry comes at least
-/// 25 ms after the failure before it), and the link comes back as soon
-/// as descriptors are available again. Shutting down while it fails leaves no task.
+/// 25 ms after the failure before it), and the link comes back as soon as descriptors
+/// are available again. Shutting down while it fails leaves no task.
 pub async fn persistent_accept_error_backs_off(rt: Arc<dyn Runtime>) {
     let script = Arc::new(AcceptScript::default());
     let acceptor_rt = accept_faults::runtime(rt.clone(), script.clone());

@@ -451,7 +451,7 @@ impl Session {
         self.stats.frames_sent += frames as u64;
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += len as u64;
-        Transmit { frames }
+        Transmit { frames, len }
     }
 
     fn queue_frame(&mut self, f: Frame) {
@@ -1773,9 +1773,9 @@ impl Session {
     ///
     /// Credits go back in batches: at once when the read emptied the stream's buffer
     /// (the reader caught up and waits for more), otherwise once a quarter of the window
-    /// has been read (windows under 8 return every credit at once). The sender always keeps at least three
-    /// quarters of its window, and each batch leaves in one merged message instead of
-    /// one message per item.
+    /// has been read (windows under 8 return every credit at once). The sender always
+    /// keeps at least three quarters of its window, and each batch leaves in one merged
+    /// message instead of one message per item.
     pub fn read(&mut self, _now: Instant, key: MuxKey) -> Read {
         let (item, op, seq, n) = match key.dir {
             Dir::Outgoing => {

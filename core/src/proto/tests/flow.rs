@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::harness::*;
 use super::stream::open;
 use crate::codec::{Flags, Frame, Op};
-use crate::proto::{CallError, Config, Event, HandlerKey, MuxKey, Read, SendError};
+use crate::proto::{CallError, Config, Dir, Event, HandlerKey, MuxKey, Read, SendError};
 
 pub(crate) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -52,14 +52,28 @@ pub(crate) fn singles(p: &mut Pair, n: usize) {
     }
 }
 
+/// The node whose table holds `key` (`a` calls, `b` serves), then its peer.
+fn sides(p: &Pair, key: MuxKey) -> (&Node, &Node) {
+    match key.dir {
+        Dir::Outgoing => (&p.a, &p.b),
+        Dir::Incoming => (&p.b, &p.a),
+    }
+}
+
+/// The node whose table holds `key`.
+fn holder(p: &mut Pair, key: MuxKey) -> &mut Node {
+    match key.dir {
+        Dir::Outgoing => &mut p.a,
+        Dir::Incoming => &mut p.b,
+    }
+}
+
 /// Sends items `*sent..100` (one byte each, their index) until the stream blocks.
 fn push(p: &mut Pair, key: MuxKey, sent: &mut usize) {
-    let side = match key.dir {
-        crate::proto::Dir::Outgoing => &mut p.a,
-        crate::proto::Dir::Incoming => &mut p.b,
-    };
+    let now = p.now;
+    let side = holder(p, key);
     while *sent < 100 {
-        match side.s.send(p.now, key, Bytes::from(vec![*sent as u8])) {
+        match side.s.send(now, key, Bytes::from(vec![*sent as u8])) {
             Ok(()) => *sent += 1,
             Err(SendError::Blocked) => break,
             Err(e) => panic!("send {sent}: {e}"),
@@ -486,21 +500,12 @@ fn fill(p: &mut Pair, key: MuxKey) -> usize {
 
 /// Reads one item on `key` and drives; returns how many unblocks the peer then got.
 fn read_one(p: &mut Pair, key: MuxKey, op: Op) -> usize {
-    let before = match key.dir {
-        crate::proto::Dir::Outgoing => ops(&p.b, op, key.id).len(),
-        crate::proto::Dir::Incoming => ops(&p.a, op, key.id).len(),
-    };
-    let side = match key.dir {
-        crate::proto::Dir::Outgoing => &mut p.a,
-        crate::proto::Dir::Incoming => &mut p.b,
-    };
-    assert!(matches!(side.s.read(p.now, key), Read::Item(_)));
+    let unblocks = |p: &Pair| ops(sides(p, key).1, op, key.id).len();
+    let before = unblocks(p);
+    let now = p.now;
+    assert!(matches!(holder(p, key).s.read(now, key), Read::Item(_)));
     p.drive();
-    let after = match key.dir {
-        crate::proto::Dir::Outgoing => ops(&p.b, op, key.id).len(),
-        crate::proto::Dir::Incoming => ops(&p.a, op, key.id).len(),
-    };
-    after - before
+    unblocks(p) - before
 }
 
 /// With a window of 16, credits go back four at a time while items remain buffered, all
@@ -508,14 +513,8 @@ fn read_one(p: &mut Pair, key: MuxKey, op: Op) -> usize {
 fn credits_return_in_batches(reader: MuxKey, writer: MuxKey, op: Op, p: &mut Pair) {
     assert_eq!(fill(p, writer), 16, "the whole window");
     p.drive();
-    let reader_side = |p: &Pair| match reader.dir {
-        crate::proto::Dir::Outgoing => p.a.s.stats().messages_sent,
-        crate::proto::Dir::Incoming => p.b.s.stats().messages_sent,
-    };
-    let buffered = |p: &Pair| match reader.dir {
-        crate::proto::Dir::Outgoing => p.a.s.buffered(reader),
-        crate::proto::Dir::Incoming => p.b.s.buffered(reader),
-    };
+    let reader_side = |p: &Pair| sides(p, reader).0.s.stats().messages_sent;
+    let buffered = |p: &Pair| sides(p, reader).0.s.buffered(reader);
     assert_eq!(buffered(p), 16);
     let mut got = Vec::new();
     for _ in 0..8 {
@@ -538,13 +537,9 @@ fn credits_return_in_batches(reader: MuxKey, writer: MuxKey, op: Op, p: &mut Pai
     assert_eq!(buffered(p), 0);
     assert_eq!(fill(p, writer), 16, "the whole window is back");
     // The writer's own side of the stream buffers nothing; an unknown mux neither.
-    let (a, b) = (&p.a.s, &p.b.s);
-    let (w, r) = match reader.dir {
-        crate::proto::Dir::Outgoing => (b, a),
-        crate::proto::Dir::Incoming => (a, b),
-    };
-    assert_eq!(w.buffered(writer), 0);
-    assert_eq!(r.buffered(MuxKey { id: 999, ..reader }), 0);
+    let (r, w) = sides(p, reader);
+    assert_eq!(w.s.buffered(writer), 0);
+    assert_eq!(r.s.buffered(MuxKey { id: 999, ..reader }), 0);
     // Every unblock carried the right sequence number: nothing was closed.
     assert!(!p.a.has_event(|e| matches!(e, Event::Closed { .. })));
     assert!(!p.b.has_event(|e| matches!(e, Event::Closed { .. })));
