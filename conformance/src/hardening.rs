@@ -28,6 +28,7 @@ use crate::proxy::{Dir, FaultProxy};
 use crate::suite::{
     ECHO, FAIL, HANG, PUSH, Probe, STREAM_ECHO, handlers, test_config, until_link_works, within,
 };
+use async_tungstenite::tungstenite;
 
 /// Echoes the request after a short pause and records how often each request ID (the
 /// payload's first 8 bytes) ran.
@@ -1225,6 +1226,142 @@ pub async fn max_muxes_at_the_edge(rt: Arc<dyn Runtime>) {
     p.shutdown().await;
 }
 
+/// A peer that pings at the WebSocket level while the node's answer is still being
+/// written: the node's pongs wait until the answer's last byte is out instead of cutting
+/// into it. A raw peer asks for the echo of 15 MiB (more than the two socket buffers
+/// hold), pauses so that the node's write blocks part way, then reads the answer while
+/// a second thread sends a ping every millisecond: the answer arrives intact, and pongs
+/// follow it.
+pub async fn websocket_pings_during_a_blocked_write(rt: Arc<dyn Runtime>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let node_host = format!("http://{addr}");
+    // The raw peer never listens: its port only has to make it the dialer.
+    let peer_host = (0..64)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("http://{}", l.local_addr().expect("addr"))
+        })
+        .find(|p| should_dial(p, &node_host))
+        .expect("a port that dials");
+    let probe = Arc::new(Probe::default());
+    let node = handlers(
+        Manager::builder(node_host.clone(), &[node_host.clone(), peer_host.clone()])
+            .config(test_config())
+            .listener(l)
+            .token_validator(|t| {
+                if t == "secret" {
+                    Ok(())
+                } else {
+                    Err("bad token".into())
+                }
+            }),
+        &probe,
+        false,
+    )
+    .start(rt.clone())
+    .expect("node starts");
+    let (answer_ok, pongs) = within(
+        &rt,
+        LIMIT,
+        blocking(move || pings_during_a_large_answer(addr, &peer_host, 15 << 20)),
+    )
+    .await;
+    assert!(answer_ok, "the 15 MiB answer arrived damaged");
+    assert!(pongs >= 1, "no pong after the answer");
+    node.shutdown().await;
+    assert_eq!(node.running_tasks(), 0);
+}
+
+/// The raw peer of [`websocket_pings_during_a_blocked_write`]: returns whether the
+/// echo of `len` bytes came back equal, and how many pongs followed it.
+fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) -> (bool, usize) {
+    use grid_core::codec::{self, ConnectRequest, ConnectResponse, Flags, Frame, Op, Time};
+    use grid_core::driver::MINIO_ROUTE;
+    use tungstenite::client::ClientRequestBuilder;
+    use tungstenite::{Message, Utf8Bytes};
+
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let url = format!("ws://{addr}{MINIO_ROUTE}");
+    let req = ClientRequestBuilder::new(url.parse().expect("url"))
+        .with_header("Authorization", "Bearer secret");
+    let (mut ws, _) = tungstenite::client(req, tcp).expect("upgrade");
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let hello = ConnectRequest {
+        id: [0x5b; 16],
+        host: peer_host.to_owned(),
+        time: Time::from_unix_nanos(wall.as_nanos() as i128),
+        token: "secret".into(),
+    };
+    let mut f = Frame::new(Op::Connect);
+    f.payload = codec::to_payload(|b| hello.encode(b));
+    ws.send(Message::Binary(f.to_bytes())).expect("send");
+    let frames = |m: Bytes| {
+        codec::decode(&m, codec::DEFAULT_MAX_FRAME_SIZE)
+            .and_then(codec::Message::into_frames)
+            .expect("the node's message decodes")
+    };
+    loop {
+        if let Message::Binary(m) = ws.read().expect("read") {
+            if let Some(f) = frames(m).into_iter().find(|f| f.op == Op::ConnectResponse) {
+                let resp = ConnectResponse::decode(&f.payload).expect("connect response");
+                assert!(resp.accepted, "refused: {}", resp.rejected_reason);
+                break;
+            }
+        }
+    }
+    let big: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+    let mut request = Frame::new(Op::Request);
+    request.mux_id = 1;
+    request.handler = ECHO;
+    request.deadline_ms = 30_000;
+    request.flags = Flags::EOF | Flags::CRC;
+    request.payload = big.clone();
+    ws.send(Message::Binary(request.to_bytes())).expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    // Pings written straight to the socket (masked with a zero key), one a millisecond,
+    // while this thread reads; nothing else writes until the pinger stops.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let mut tcp = ws.get_ref().try_clone().expect("clone socket");
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for i in 0u8.. {
+                if stop.load(Ordering::Relaxed)
+                    || tcp.write_all(&[0x89, 0x81, 0, 0, 0, 0, i]).is_err()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let (mut answer_ok, mut pongs) = (None, 0);
+    while answer_ok.is_none() || pongs == 0 {
+        match ws.read() {
+            Ok(Message::Binary(m)) => {
+                if let Some(f) = frames(m).into_iter().find(|f| f.op == Op::Response) {
+                    answer_ok = Some(f.mux_id == 1 && f.payload == big);
+                }
+            }
+            Ok(Message::Pong(_)) => pongs += 1,
+            Ok(_) => {}
+            Err(e) => panic!("read after {pongs} pongs: {e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    pinger.join().expect("pinger");
+    let _ = ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: Utf8Bytes::from_static("done"),
+    }));
+    (answer_ok == Some(true), pongs)
+}
+
 /// Defines one `#[test]` per hardening scenario, each run with `$block_on` on the
 /// runtime `$rt`.
 #[macro_export]
@@ -1248,6 +1385,7 @@ macro_rules! hardening_tests {
             refused_and_dripping_paths,
             shutdown_with_stalled_peer,
             max_muxes_at_the_edge,
+            websocket_pings_during_a_blocked_write,
         );
     };
 }

@@ -784,6 +784,7 @@ const TURNS_PER_POLL: usize = 16;
 /// is never shared between tasks and frames provoked by a read leave in the same turn.
 async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
     let shared = link.shared.clone();
+    let dials = link.dials;
     let mut io = SocketTask {
         stall: shared.cluster.config.write_stall_timeout,
         link,
@@ -797,6 +798,8 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
         inbound: Vec::new(),
         frames: Vec::new(),
         counts: Vec::new(),
+        // The dialer is the WebSocket client, whose frames are masked (RFC 6455 §5.3).
+        mask: dials.then(ws::MaskKeys::new),
         buf: BytesMut::new(),
         out: VecDeque::new(),
         unflushed: false,
@@ -832,13 +835,16 @@ struct SocketTask {
     /// Messages read and not yet handed to the session.
     inbound: Vec<Bytes>,
     /// Frames taken from the session, to encode outside the lock; `counts` splits them
-    /// into messages.
+    /// into messages (frames, encoded length).
     frames: Vec<Frame>,
-    counts: Vec<usize>,
+    counts: Vec<(usize, usize)>,
+    /// The masking keys of a client's frames; `None` for a server.
+    mask: Option<ws::MaskKeys>,
     buf: BytesMut,
-    /// Encoded messages not yet handed to the socket.
+    /// Batches of encoded messages, each message a whole WebSocket frame, not yet
+    /// written; the first may be partly written.
     out: VecDeque<Bytes>,
-    /// Messages handed to the socket since its last flush.
+    /// Bytes written to the socket since its last flush.
     unflushed: bool,
     /// The session may have frames to send or a new next deadline.
     dirty: bool,
@@ -1028,7 +1034,7 @@ impl SocketTask {
                         self.dirty = false;
                         break;
                     };
-                    self.counts.push(t.frames);
+                    self.counts.push((t.frames, t.len));
                     bytes += t.len;
                 }
             }
@@ -1039,12 +1045,22 @@ impl SocketTask {
             (next, closed)
         };
         self.link.spawn_handlers(&mut self.handlers);
-        // Encoding and checksumming happen without the lock.
+        // Encoding and checksumming happen without the lock, each message straight
+        // behind its WebSocket frame header; the turn's messages leave as one batch.
         let mut at = 0;
-        for n in self.counts.drain(..) {
+        for (n, len) in self.counts.drain(..) {
+            let key = self.mask.as_mut().map(ws::MaskKeys::next_key);
+            ws::put_binary_header(&mut self.buf, len, key);
+            let body = self.buf.len();
             codec::encode_message(&self.frames[at..at + n], &mut self.buf);
-            self.out.push_back(self.buf.split().freeze());
+            debug_assert_eq!(self.buf.len() - body, len, "Transmit::len is exact");
+            if let Some(key) = key {
+                ws::apply_mask(&mut self.buf[body..], key);
+            }
             at += n;
+        }
+        if !self.buf.is_empty() {
+            self.out.push_back(self.buf.split().freeze());
         }
         self.frames.clear();
         if let Some(at) = next {
@@ -1057,25 +1073,39 @@ impl SocketTask {
         Some(closed)
     }
 
-    /// Hands queued messages to the socket and flushes them; returns whether
-    /// everything queued was written.
+    /// Writes the queued batches and flushes them; returns whether everything queued
+    /// was written. The WebSocket library's own frames (pongs, answers to a close) go
+    /// out whole between two batches, never inside one.
     fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
-        while !self.out.is_empty() {
-            match self.ws.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
+        let err = |e: std::io::Error| format!("write: {e}");
+        if self.ws.get_ref().mid_batch() {
+            let b = self.out.front_mut().expect("a started batch is queued");
+            match self.ws.get_mut().poll_write_frames(cx, b) {
+                Poll::Ready(Ok(())) => self.out.pop_front(),
+                Poll::Ready(Err(e)) => return Err(err(e)),
                 Poll::Pending => return Ok(false),
-            }
-            let m = self.out.pop_front().expect("checked");
-            self.ws
-                .start_send_unpin(Message::Binary(m))
-                .map_err(|e| format!("write: {e}"))?;
+            };
+            self.unflushed = true;
+        }
+        // Whatever the library has queued goes first (and is flushed): a batch may only
+        // start on a frame boundary.
+        match self.ws.poll_flush_unpin(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
+            Poll::Pending => return Ok(false),
+        }
+        while let Some(b) = self.out.front_mut() {
+            match self.ws.get_mut().poll_write_frames(cx, b) {
+                Poll::Ready(Ok(())) => self.out.pop_front(),
+                Poll::Ready(Err(e)) => return Err(err(e)),
+                Poll::Pending => return Ok(false),
+            };
             self.unflushed = true;
         }
         if self.unflushed {
-            match self.ws.poll_flush_unpin(cx) {
+            match self.ws.get_mut().poll_flush_frames(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
+                Poll::Ready(Err(e)) => return Err(err(e)),
                 Poll::Pending => return Ok(false),
             }
         }
