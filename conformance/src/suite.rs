@@ -736,6 +736,59 @@ pub async fn link_loss_and_reconnect(rt: Arc<dyn Runtime>) {
     c.shutdown().await;
 }
 
+/// Waits, in steps of 2 ms, until `done` holds.
+async fn until(rt: &Arc<dyn Runtime>, mut done: impl FnMut() -> bool) {
+    while !done() {
+        rt.sleep_until(Instant::now() + Duration::from_millis(2))
+            .await;
+    }
+}
+
+/// Items a stream received before its link was lost are still read, then its end: a
+/// clean end when the end had arrived too, `Disconnected` when the stream was running.
+pub async fn unread_items_outlive_a_lost_link(rt: Arc<dyn Runtime>) {
+    let c = cluster(&rt, 2).await;
+    within(&rt, LIMIT, async {
+        let (out, back) = (c.conn(0, 1), c.conn(1, 0));
+        let mut running = out
+            .new_stream(STREAM_ECHO, Some(Bytes::from_static(b"p:")))
+            .expect("stream");
+        let req = running.requests.as_mut().expect("input");
+        req.send(Bytes::from_static(b"x")).await.expect("send");
+        let mut ended = out
+            .new_stream(PUSH8, Some(Bytes::from_static(&[5])))
+            .expect("stream");
+        // Everything the acceptor sent has been handled: five items and the end of one
+        // stream, the echo of the other, which still runs.
+        until(&rt, || {
+            let (o, b) = (out.stats().session, back.stats().session);
+            running.responses.buffered() == 1
+                && ended.responses.buffered() == 5
+                && b.incoming_muxes == 1
+                && b.queued_frames == 0
+                && o.frames_received == b.frames_sent
+        })
+        .await;
+        out.reset();
+        for i in 0..5u8 {
+            assert_eq!(ended.responses.next().await, Some(Ok(Bytes::from(vec![i]))));
+        }
+        assert!(ended.responses.next().await.is_none(), "a clean end");
+        assert_eq!(
+            running.responses.next().await,
+            Some(Ok(Bytes::from_static(b"p:x")))
+        );
+        assert_eq!(
+            running.responses.next().await,
+            Some(Err(CallError::Disconnected))
+        );
+        assert!(running.responses.next().await.is_none());
+        until_link_works(&out).await;
+    })
+    .await;
+    c.shutdown().await;
+}
+
 /// Shutdown with calls in flight: every call ends, no task is left behind.
 pub async fn shutdown_with_calls_in_flight(rt: Arc<dyn Runtime>) {
     let c = cluster(&rt, 2).await;
@@ -1026,6 +1079,7 @@ macro_rules! suite_tests {
             reader_yields_once_after_returning_credits,
             congestion_without_head_of_line_blocking,
             link_loss_and_reconnect,
+            unread_items_outlive_a_lost_link,
             shutdown_with_calls_in_flight,
             dial_rule_across_35_hosts,
             serve_socket_from_the_applications_listener,

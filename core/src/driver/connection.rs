@@ -207,6 +207,10 @@ pub struct Stream {
 }
 
 /// The items a stream handler sends.
+///
+/// Items that arrived before the link was lost are still read after the loss; then the
+/// stream ends as it had (cleanly, or with the handler's error) if its end had arrived
+/// too, and with [`CallError::Disconnected`] if the handler was still running.
 #[derive(Debug)]
 pub struct Responses {
     call: Arc<StreamCall>,

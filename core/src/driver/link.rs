@@ -32,7 +32,7 @@ use crate::codec::{self, Frame, Time};
 use crate::proto::muxmap::{MuxIdHash, keyed_map};
 use crate::proto::{
     Backoff, CallError, Cluster, Dir, Event, HandlerKey, HandlerKind, LostReason, MuxKey, Read,
-    Redial, SendError, Session, Stats,
+    Redial, SendError, Session, Stats, Unread,
 };
 
 const TARGET: &str = "grid::link";
@@ -95,6 +95,9 @@ struct Slot {
     result: Option<Result<Bytes, CallError>>,
     /// An outgoing stream's abrupt end.
     closed: Option<CallError>,
+    /// An outgoing stream's items (and end) that arrived before its session was lost,
+    /// read before anything else.
+    unread: Option<Box<Unread>>,
     /// An incoming call's cancellation.
     cancel: Option<Signal>,
 }
@@ -317,6 +320,14 @@ impl Link {
         }
         let mut st = self.lock();
         let st = &mut *st;
+        if let Some(u) = st.slots.get_mut(&key).and_then(|s| s.unread.as_mut()) {
+            if let Some(item) = u.items.pop_front() {
+                return Poll::Ready(Ok(Some(item)));
+            }
+            let end = u.end.take().unwrap_or(Err(CallError::Disconnected));
+            st.slots.remove(&key);
+            return Poll::Ready(end.map(|()| None));
+        }
         if let Some(e) = st.slots.get_mut(&key).and_then(|s| s.closed.take()) {
             st.slots.remove(&key);
             return Poll::Ready(Err(e));
@@ -358,6 +369,9 @@ impl Link {
     /// How many items of a stream have arrived and wait to be read.
     pub(crate) fn buffered(&self, epoch: u64, key: MuxKey) -> usize {
         let st = self.lock();
+        if let Some(u) = st.slots.get(&key).and_then(|s| s.unread.as_ref()) {
+            return u.items.len();
+        }
         match st.session.as_ref() {
             Some(s) if st.epoch == epoch => s.buffered(key),
             _ => 0,
@@ -506,7 +520,15 @@ impl Link {
                 Event::Closed { key, error } => match key.dir {
                     Dir::Outgoing => {
                         if let Some(slot) = st.slots.get_mut(&key) {
-                            slot.closed = Some(error);
+                            // After a loss, what arrived is still read, then the end.
+                            let unread = st.session.as_mut().and_then(|s| s.take_unread(key.id));
+                            match unread {
+                                Some(mut u) => {
+                                    u.end.get_or_insert(Err(error));
+                                    slot.unread = Some(Box::new(u));
+                                }
+                                None => slot.closed = Some(error),
+                            }
                             slot.wake();
                         }
                     }

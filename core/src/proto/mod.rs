@@ -23,7 +23,7 @@ pub use config::{
 pub use error::{CallError, LostReason, SendError};
 pub use event::{Dir, Event, MuxKey, Read};
 pub use link::{Backoff, Redial, should_dial};
-pub use session::{Role, Session, Transmit};
+pub use session::{Role, Session, Transmit, Unread};
 pub use stats::Stats;
 
 #[cfg(test)]

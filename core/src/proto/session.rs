@@ -200,6 +200,19 @@ pub struct Session {
     last_pong: Instant,
     last_ping_sent: Option<Instant>,
     stats: Stats,
+    /// What outgoing streams had received and not read when the session was lost, by
+    /// mux ID (ascending), until [`Session::take_unread`] takes it.
+    unread: Vec<(u64, Option<Unread>)>,
+}
+
+/// What an outgoing stream had received and not read when its session was lost; see
+/// [`Session::take_unread`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unread {
+    /// The items, in order.
+    pub items: VecDeque<Bytes>,
+    /// The stream's end, if the peer's had arrived: `None` means it was still running.
+    pub end: Option<Result<(), CallError>>,
 }
 
 const TARGET: &str = "grid::session";
@@ -226,6 +239,7 @@ impl Session {
             last_pong: now,
             last_ping_sent: None,
             stats: Stats::default(),
+            unread: Vec::new(),
         }
     }
 
@@ -503,8 +517,15 @@ impl Session {
         self.stats.messages_received += 1;
         self.stats.bytes_received += msg.len() as u64;
         match self.state {
-            State::AwaitRequest => return self.handle_connect_request(now, &msg),
-            State::AwaitResponse => return self.handle_connect_response(now, &msg),
+            // The handshake travels as one frame, counted like every other.
+            State::AwaitRequest => {
+                self.stats.frames_received += 1;
+                return self.handle_connect_request(now, &msg);
+            }
+            State::AwaitResponse => {
+                self.stats.frames_received += 1;
+                return self.handle_connect_response(now, &msg);
+            }
             _ => {}
         }
         match codec::decode(&msg, self.cluster.config.max_frame_size) {
@@ -551,10 +572,17 @@ impl Session {
                     mux_id: id,
                     result: Err(CallError::Disconnected),
                 },
-                ClientMux::Stream(_) => Event::Closed {
-                    key: MuxKey::outgoing(id),
-                    error: CallError::Disconnected,
-                },
+                ClientMux::Stream(s) => {
+                    // What arrived stays readable: the link is gone, not the items.
+                    if !s.items.is_empty() || s.end.is_some() {
+                        let ClientStream { items, end, .. } = *s;
+                        self.unread.push((id, Some(Unread { items, end })));
+                    }
+                    Event::Closed {
+                        key: MuxKey::outgoing(id),
+                        error: CallError::Disconnected,
+                    }
+                }
             });
         }
         let mut incoming: Vec<u64> = self.incoming.drain().map(|(id, _)| id).collect();
@@ -1837,6 +1865,28 @@ impl Session {
                 _ => 0,
             },
         }
+    }
+
+    /// Takes what outgoing stream `id` had received and not read when the session was
+    /// lost: its items, and its end if that had arrived. A driver that hands them to the
+    /// reader before the [`Event::Closed`] error (or instead of it, after a clean end)
+    /// loses nothing that crossed the link. `None` when the stream had nothing unread
+    /// (or the session is not lost, or they were taken).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Instant;
+    /// # use grid_core::codec::Time;
+    /// # use grid_core::proto::{Cluster, Event, LostReason, Session};
+    /// let cluster = Arc::new(Cluster::new("http://a:1", [1; 16], &["http://b:2"]));
+    /// let mut s = Session::acceptor(cluster, Instant::now(), Time::default());
+    /// s.close(LostReason::Local);
+    /// assert!(matches!(s.poll_event(), Some(Event::Lost(LostReason::Local))));
+    /// assert_eq!(s.take_unread(1), None);
+    /// ```
+    pub fn take_unread(&mut self, id: u64) -> Option<Unread> {
+        let at = self.unread.binary_search_by_key(&id, |(i, _)| *i).ok()?;
+        self.unread[at].1.take()
     }
 
     /// Whether a mux is in its table.

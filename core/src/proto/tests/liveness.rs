@@ -10,7 +10,7 @@ use super::flow::{ms, ops};
 use super::harness::*;
 use super::stream::open;
 use crate::codec::{self, DecodeError, Op, Ping, Pong, Time};
-use crate::proto::{CallError, Config, Event, LostReason, MuxKey, Read, SendError};
+use crate::proto::{CallError, Config, Event, LostReason, MuxKey, Read, SendError, Unread};
 
 /// Stream pings every 100 ms; the client gives up after 200 ms without a pong or an
 /// item, the server after 400 ms without a ping.
@@ -542,4 +542,93 @@ fn loss_ends_the_muxes_in_id_order_outgoing_first() {
         .chain(b_out.iter().map(|id| MuxKey::incoming(*id)))
         .collect();
     assert_eq!(order, want);
+}
+
+/// What an outgoing stream received and had not read survives the loss
+/// ([`crate::proto::Session::take_unread`]): its items, and its end when the end had
+/// arrived. A stream with nothing unread and a single request leave nothing.
+#[test]
+fn unread_stream_items_outlive_the_loss() {
+    let mut p = Pair::connected();
+    let ended = p.a.s.open_stream(p.now, WIDE, None, None).unwrap();
+    let running = p.a.s.open_stream(p.now, WIDE, None, None).unwrap();
+    let drained = p.a.s.open_stream(p.now, WIDE, None, None).unwrap();
+    let single = p.a.s.request(p.now, ECHO, Bytes::new(), None).unwrap();
+    p.drive();
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        served.push(p.b.expect_stream().0);
+    }
+    assert_eq!(served, [ended, running, drained]);
+    let item = |i: u8| Bytes::from(vec![i; 3]);
+    for (id, n) in [(ended, 3), (running, 2), (drained, 1)] {
+        for i in 0..n {
+            p.b.s.send(p.now, MuxKey::incoming(id), item(i)).unwrap();
+        }
+    }
+    p.b.s.finish(p.now, ended, Ok(()));
+    p.drive();
+    let (items, end) = p.a.read_all(p.now, MuxKey::outgoing(drained));
+    assert_eq!((items, end), (vec![item(0)], None));
+    p.a.take_events();
+
+    p.a.s.close(LostReason::Transport("reset".into()));
+    let closed: Vec<MuxKey> = std::iter::from_fn(|| p.a.s.poll_event())
+        .filter_map(|e| match e {
+            Event::Closed { key, error } => {
+                assert_eq!(error, CallError::Disconnected);
+                Some(key)
+            }
+            _ => None,
+        })
+        .collect();
+    for id in [ended, running, drained] {
+        assert!(closed.contains(&MuxKey::outgoing(id)), "{id} not closed");
+    }
+    assert_eq!(
+        p.a.s.take_unread(ended),
+        Some(Unread {
+            items: (0..3).map(item).collect(),
+            end: Some(Ok(())),
+        })
+    );
+    assert_eq!(p.a.s.take_unread(ended), None, "taken once");
+    assert_eq!(
+        p.a.s.take_unread(running),
+        Some(Unread {
+            items: (0..2).map(item).collect(),
+            end: None,
+        })
+    );
+    for id in [drained, single] {
+        assert_eq!(p.a.s.take_unread(id), None, "mux {id}");
+    }
+}
+
+/// Every frame one side sends is counted once received by the other, the handshake's
+/// included, and the message and byte counts agree the same way.
+#[test]
+fn frame_counts_agree_across_the_link() {
+    let mut p = Pair::connected();
+    let id = p.a.s.open_stream(p.now, WIDE, None, None).unwrap();
+    p.a.s.request(p.now, ECHO, pattern(100), None).unwrap();
+    p.drive();
+    let (sid, ..) = p.b.expect_stream();
+    assert_eq!(sid, id);
+    let (rid, ..) = p.b.expect_request();
+    p.b.s.respond(p.now, rid, Ok(pattern(50)));
+    p.b.s
+        .send(p.now, MuxKey::incoming(sid), pattern(7))
+        .unwrap();
+    p.drive();
+    let (a, b) = (p.a.s.stats(), p.b.s.stats());
+    assert!(a.frames_sent >= 3 && b.frames_sent >= 4, "{a:?} {b:?}");
+    assert_eq!(
+        (a.frames_sent, a.messages_sent, a.bytes_sent),
+        (b.frames_received, b.messages_received, b.bytes_received)
+    );
+    assert_eq!(
+        (b.frames_sent, b.messages_sent, b.bytes_sent),
+        (a.frames_received, a.messages_received, a.bytes_received)
+    );
 }
