@@ -26,7 +26,8 @@ use crate::accept_faults::{
 };
 use crate::proxy::{Dir, FaultProxy};
 use crate::suite::{
-    ECHO, FAIL, HANG, PUSH, Probe, STREAM_ECHO, handlers, test_config, until_link_works, within,
+    ECHO, FAIL, HANG, PUSH, Probe, STREAM_ECHO, connect_message, handlers, secret_only,
+    test_config, until_link_works, within,
 };
 use async_tungstenite::tungstenite;
 
@@ -126,13 +127,7 @@ pub async fn proxied_on(
             .config(config.clone())
             .listener(l)
             .token_provider(|| "secret".into())
-            .token_validator(|t| {
-                if t == "secret" {
-                    Ok(())
-                } else {
-                    Err("bad token".into())
-                }
-            })
+            .token_validator(secret_only)
             .single(COUNT, move |r: Request| {
                 let counts = counts.clone();
                 let rt = rt2.clone();
@@ -1050,13 +1045,7 @@ pub async fn accept_survives_descriptor_exhaustion(rt: Arc<dyn Runtime>) {
     let m = Manager::builder(&host, &[&host, &peer])
         .config(fast_config())
         .listener(l)
-        .token_validator(|t| {
-            if t == "secret" {
-                Ok(())
-            } else {
-                Err("bad token".into())
-            }
-        })
+        .token_validator(secret_only)
         .start(accept_faults::runtime(rt.clone(), script.clone()))
         .expect("manager starts");
     // The client's descriptor is taken before the table is filled.
@@ -1237,25 +1226,16 @@ pub async fn websocket_pings_during_a_blocked_write(rt: Arc<dyn Runtime>) {
     let addr = l.local_addr().expect("addr");
     let node_host = format!("http://{addr}");
     // The raw peer never listens: its port only has to make it the dialer.
-    let peer_host = (0..64)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            format!("http://{}", l.local_addr().expect("addr"))
-        })
+    let peer_host = (1..)
+        .map(|port| format!("http://127.0.0.1:{port}"))
         .find(|p| should_dial(p, &node_host))
-        .expect("a port that dials");
+        .expect("a peer that dials");
     let probe = Arc::new(Probe::default());
     let node = handlers(
         Manager::builder(node_host.clone(), &[node_host.clone(), peer_host.clone()])
             .config(test_config())
             .listener(l)
-            .token_validator(|t| {
-                if t == "secret" {
-                    Ok(())
-                } else {
-                    Err("bad token".into())
-                }
-            }),
+            .token_validator(secret_only),
         &probe,
         false,
     )
@@ -1276,7 +1256,7 @@ pub async fn websocket_pings_during_a_blocked_write(rt: Arc<dyn Runtime>) {
 /// The raw peer of [`websocket_pings_during_a_blocked_write`]: returns whether the
 /// echo of `len` bytes came back equal, and how many pongs followed it.
 fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) -> (bool, usize) {
-    use grid_core::codec::{self, ConnectRequest, ConnectResponse, Flags, Frame, Op, Time};
+    use grid_core::codec::{self, ConnectResponse, Flags, Frame, Op};
     use grid_core::driver::MINIO_ROUTE;
     use tungstenite::client::ClientRequestBuilder;
     use tungstenite::{Message, Utf8Bytes};
@@ -1288,18 +1268,8 @@ fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) ->
     let req = ClientRequestBuilder::new(url.parse().expect("url"))
         .with_header("Authorization", "Bearer secret");
     let (mut ws, _) = tungstenite::client(req, tcp).expect("upgrade");
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    let hello = ConnectRequest {
-        id: [0x5b; 16],
-        host: peer_host.to_owned(),
-        time: Time::from_unix_nanos(wall.as_nanos() as i128),
-        token: "secret".into(),
-    };
-    let mut f = Frame::new(Op::Connect);
-    f.payload = codec::to_payload(|b| hello.encode(b));
-    ws.send(Message::Binary(f.to_bytes())).expect("send");
+    ws.send(Message::Binary(connect_message(peer_host, 0x5b)))
+        .expect("send");
     let frames = |m: Bytes| {
         codec::decode(&m, codec::DEFAULT_MAX_FRAME_SIZE)
             .and_then(codec::Message::into_frames)

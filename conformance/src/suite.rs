@@ -315,6 +315,33 @@ pub fn bind(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
     (listeners, hosts)
 }
 
+/// The token validator of the test nodes: accepts `secret`, refuses anything else.
+pub fn secret_only(token: &str) -> Result<(), String> {
+    if token == "secret" {
+        Ok(())
+    } else {
+        Err("bad token".into())
+    }
+}
+
+/// The connect message of a raw peer named `host` (process ID `[id; 16]`, token
+/// `secret`, the clock's time now): its first message after the upgrade.
+pub fn connect_message(host: &str, id: u8) -> Bytes {
+    use grid_core::codec::{self, ConnectRequest, Frame, Op, Time};
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let hello = ConnectRequest {
+        id: [id; 16],
+        host: host.to_owned(),
+        time: Time::from_unix_nanos(wall.as_nanos() as i128),
+        token: "secret".into(),
+    };
+    let mut f = Frame::new(Op::Connect);
+    f.payload = codec::to_payload(|b| hello.encode(b));
+    f.to_bytes()
+}
+
 /// A config for tests: fast reconnects, otherwise the defaults.
 pub fn test_config() -> Config {
     let mut c = Config::default();
@@ -354,13 +381,7 @@ pub async fn cluster_on(
                 .config(test_config())
                 .listener(l)
                 .token_provider(|| "secret".into())
-                .token_validator(|t| {
-                    if t == "secret" {
-                        Ok(())
-                    } else {
-                        Err("bad token".into())
-                    }
-                });
+                .token_validator(secret_only);
             let b = handlers(b, &probe, i == 0);
             tweak(i, b).start(rts[i].clone()).expect("manager starts")
         })
@@ -929,13 +950,7 @@ async fn rejection(rt: &Arc<dyn Runtime>, logs: &crate::logs::Capture, bad_token
             .config(test_config())
             .listener(listeners[i].take().expect("listener"))
             .token_provider(move || token.into())
-            .token_validator(|t| {
-                if t == "secret" {
-                    Ok(())
-                } else {
-                    Err("bad token".into())
-                }
-            })
+            .token_validator(secret_only)
             .start(rt.clone())
             .expect("manager starts")
     };

@@ -15,7 +15,7 @@ use async_tungstenite::tungstenite::client::ClientRequestBuilder;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-use grid_core::codec::{self, ConnectRequest, ConnectResponse, Flags, Frame, Op, Time};
+use grid_core::codec::{self, ConnectResponse, Flags, Frame, Op};
 use grid_core::driver::rustls::pki_types::ServerName;
 use grid_core::driver::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use grid_core::driver::{BoxIo, MINIO_ROUTE, Manager, Runtime, TlsConfig};
@@ -23,8 +23,8 @@ use grid_core::proto::CallError;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use crate::suite::{
-    AppAccepted, ECHO, Probe, STREAM_ECHO, TestCluster, app_accepted_pair, handlers, test_config,
-    until_link_works, within,
+    AppAccepted, ECHO, Probe, STREAM_ECHO, TestCluster, app_accepted_pair, connect_message,
+    handlers, secret_only, test_config, until_link_works, within,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -167,13 +167,7 @@ pub async fn tls_cluster(
                 .config(test_config())
                 .listener(l)
                 .token_provider(|| "secret".into())
-                .token_validator(|t| {
-                    if t == "secret" {
-                        Ok(())
-                    } else {
-                        Err("bad token".into())
-                    }
-                });
+                .token_validator(secret_only);
             if let Some(t) = tls(i) {
                 b = b.tls(t);
             }
@@ -285,18 +279,7 @@ pub async fn echo_once_over(
     let (mut ws, _) = async_tungstenite::client_async(req, io)
         .await
         .expect("upgrade");
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    let hello = ConnectRequest {
-        id: [0x5a; 16],
-        host: peer_host.to_owned(),
-        time: Time::from_unix_nanos(wall.as_nanos() as i128),
-        token: "secret".into(),
-    };
-    let mut f = Frame::new(Op::Connect);
-    f.payload = codec::to_payload(|b| hello.encode(b));
-    ws.send(WsMessage::Binary(f.to_bytes()))
+    ws.send(WsMessage::Binary(connect_message(peer_host, 0x5a)))
         .await
         .expect("send");
     let mut request = Frame::new(Op::Request);
@@ -359,13 +342,7 @@ async fn node_sends_crc(rt: &Arc<dyn Runtime>, node_scheme: &str, peer_scheme: &
         Manager::builder(node_host.clone(), &[node_host.clone(), peer_host.clone()])
             .config(test_config())
             .listener(listeners.pop().expect("listener"))
-            .token_validator(|t| {
-                if t == "secret" {
-                    Ok(())
-                } else {
-                    Err("bad token".into())
-                }
-            })
+            .token_validator(secret_only)
             .tls(pki.node()),
         &probe,
         false,

@@ -486,21 +486,46 @@ fn act(p: &mut Pair, o: &mut Oracle, a: &Action) {
     }
 }
 
+/// Hands node `i`'s events to the oracle; after a loss, what its outgoing streams had
+/// received and not read (`Session::take_unread`) is checked like reads: the items
+/// their handlers sent, in order, then the handler's own end.
+fn settle(p: &mut Pair, o: &mut Oracle, i: usize) {
+    let events = std::mem::take(&mut p.n[i].log);
+    if p.n[i].s.is_closed() {
+        for e in &events {
+            let Event::Closed { key, .. } = e else {
+                continue;
+            };
+            if key.dir != Dir::Outgoing {
+                continue;
+            }
+            let Some(u) = p.n[i].s.take_unread(key.id) else {
+                continue;
+            };
+            for b in u.items {
+                o.read(i, *key, &Read::Item(b));
+            }
+            if let Some(end) = u.end {
+                o.read(i, *key, &Read::End(end));
+            }
+        }
+    }
+    o.events(i, events);
+}
+
 fn run(actions: &[Action]) {
     let mut p = Pair::connected();
     let mut o = Oracle::fresh();
     for a in actions.iter().take(MAX_ACTIONS) {
         act(&mut p, &mut o, a);
         for i in 0..2 {
-            let events = std::mem::take(&mut p.n[i].log);
-            o.events(i, events);
+            settle(&mut p, &mut o, i);
         }
         if p.n[0].s.is_closed() || p.n[1].s.is_closed() {
             if !(p.n[0].s.is_closed() && p.n[1].s.is_closed()) {
                 p.close_both(LostReason::Transport("link closed".into()));
                 for i in 0..2 {
-                    let events = std::mem::take(&mut p.n[i].log);
-                    o.events(i, events);
+                    settle(&mut p, &mut o, i);
                 }
             }
             p.reconnect();
@@ -509,8 +534,7 @@ fn run(actions: &[Action]) {
     }
     p.close_both(LostReason::Local);
     for i in 0..2 {
-        let events = std::mem::take(&mut p.n[i].log);
-        o.events(i, events);
+        settle(&mut p, &mut o, i);
     }
 }
 
