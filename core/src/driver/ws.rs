@@ -1,4 +1,5 @@
-//! The WebSocket upgrade, both ways (`PROTOCOL.md` §3.1), over TLS for TLS hosts.
+//! The WebSocket upgrade, both ways (`PROTOCOL.md` §3.1), over TLS for TLS hosts; the
+//! frames Grid writes itself; the socket under the WebSocket.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
