@@ -598,7 +598,8 @@ impl Link {
             id,
             handler,
             "handleMessages: panic recovered: ",
-            move |_| f(req),
+            None,
+            move || f(req),
             Link::respond,
         );
     }
@@ -623,7 +624,9 @@ impl Link {
             Some(HandlerKind::Stream { in_capacity, .. }) if in_capacity > 0
         );
         let link = self.clone();
-        let start = move |cancel: Signal| {
+        let cancel = Signal::new();
+        let signal = cancel.clone();
+        let start = move || {
             let ctx = StreamCtx {
                 payload,
                 input: has_input.then(|| Input {
@@ -638,7 +641,7 @@ impl Link {
                     epoch,
                     id,
                 },
-                cancelled: Cancelled::new(cancel),
+                cancelled: Cancelled::new(signal),
                 remote: link.remote.clone(),
                 subroute: link.shared.handlers.route(&handler),
             };
@@ -650,14 +653,16 @@ impl Link {
             id,
             handler,
             "handler panic: ",
+            Some(cancel),
             start,
             Link::finish,
         );
     }
 
-    /// Runs an incoming call's handler in a task. The call's cancellation drops the
-    /// handler's future; a panic, even before its first await, becomes the call's error
-    /// (`panic_prefix` + the panic's text); the outcome goes to `done`.
+    /// Runs an incoming call's handler in a task. The call's cancellation (`cancel`, or
+    /// one made when the handler first waits) drops the handler's future; a panic, even
+    /// before its first await, becomes the call's error (`panic_prefix` + the panic's
+    /// text); the outcome goes to `done`.
     #[allow(clippy::too_many_arguments)]
     fn run_handler<T: Send + 'static>(
         self: &Arc<Self>,
@@ -666,37 +671,77 @@ impl Link {
         id: u64,
         handler: HandlerKey,
         panic_prefix: &'static str,
-        start: impl FnOnce(Signal) -> BoxFuture<'static, Result<T, RemoteError>> + Send + 'static,
+        cancel: Option<Signal>,
+        start: impl FnOnce() -> BoxFuture<'static, Result<T, RemoteError>> + Send + 'static,
         done: fn(&Link, u64, u64, Result<T, String>),
     ) {
-        let cancel = Signal::new();
         st.slots.insert(
             MuxKey::incoming(id),
             Slot {
-                cancel: Some(cancel.clone()),
+                cancel: cancel.clone(),
                 ..Slot::default()
             },
         );
         let link = self.clone();
-        let c = cancel.clone();
-        let run = AssertUnwindSafe(futures_util::future::lazy(move |_| start(c)).flatten())
-            .catch_unwind();
+        let run =
+            AssertUnwindSafe(futures_util::future::lazy(move |_| start()).flatten()).catch_unwind();
         // Counted as running from now (shutdown waits for it); spawned as it is, one
         // allocation, once the link's lock is released ([`Link::spawn_handlers`]).
         let guard = self.shared.tasks.start();
         st.handlers.push(Box::pin(async move {
             let _guard = guard;
             // Pinned in this task's own allocation rather than a box of its own.
-            match select(std::pin::pin!(run), cancel.wait()).await {
-                Either::Left((Ok(r), _)) => done(&link, epoch, id, r.map_err(|e| e.0)),
-                Either::Left((Err(panic), _)) => {
-                    let text = panic_text(&panic);
-                    error!(target: "grid::handler", remote = %link.remote, ?handler, %text, "handler panicked");
-                    done(&link, epoch, id, Err(format!("{panic_prefix}{text}")));
-                }
-                Either::Right(_) => {}
+            let mut run = std::pin::pin!(run);
+            let cancel = match cancel {
+                Some(c) => c,
+                // Most single requests are answered in their handler's first poll: the
+                // cancellation signal is made only for one that waits.
+                None => match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+                    Poll::Ready(r) => {
+                        return link.handler_done(epoch, id, handler, r, panic_prefix, done);
+                    }
+                    Poll::Pending => match link.watch_cancel(epoch, id) {
+                        Some(c) => c,
+                        // Cancelled before it could wait: dropped like any cancelled call.
+                        None => return,
+                    },
+                },
+            };
+            if let Either::Left((r, _)) = select(run, cancel.wait()).await {
+                link.handler_done(epoch, id, handler, r, panic_prefix, done);
             }
         }));
+    }
+
+    /// Gives a handler's outcome (or its panic) to `done`.
+    fn handler_done<T>(
+        &self,
+        epoch: u64,
+        id: u64,
+        handler: HandlerKey,
+        r: std::thread::Result<Result<T, RemoteError>>,
+        panic_prefix: &'static str,
+        done: fn(&Link, u64, u64, Result<T, String>),
+    ) {
+        match r {
+            Ok(r) => done(self, epoch, id, r.map_err(|e| e.0)),
+            Err(panic) => {
+                let text = panic_text(&panic);
+                error!(target: "grid::handler", remote = %self.remote, ?handler, %text, "handler panicked");
+                done(self, epoch, id, Err(format!("{panic_prefix}{text}")));
+            }
+        }
+    }
+
+    /// A cancellation signal for incoming call `id` of generation `epoch`, kept in its
+    /// slot; `None` when the call has ended already (cancelled, or its session is gone).
+    fn watch_cancel(&self, epoch: u64, id: u64) -> Option<Signal> {
+        let mut st = self.lock();
+        if st.epoch != epoch {
+            return None;
+        }
+        let slot = st.slots.get_mut(&MuxKey::incoming(id))?;
+        Some(slot.cancel.get_or_insert_with(Signal::new).clone())
     }
 
     /// Spawns the handlers the last events started. Waking an executor's idle thread
