@@ -162,6 +162,15 @@ pub async fn proxied_on(
     p
 }
 
+/// The host string of a peer that dials `host`: a raw peer, or one that never runs,
+/// only has to name a port that makes it the dialer.
+fn peer_that_dials(host: &str) -> String {
+    (1..)
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .find(|p| should_dial(p, host))
+        .expect("a peer that dials")
+}
+
 /// Runs blocking code (raw socket clients) on its own thread and awaits its result
 /// without blocking the executor; a panic in it is raised here.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -1038,10 +1047,7 @@ pub async fn accept_survives_descriptor_exhaustion(rt: Arc<dyn Runtime>) {
     let addr = l.local_addr().expect("addr");
     let host = format!("http://{addr}");
     // A peer that dials this node: a node that dials would take descriptors.
-    let peer = (1..)
-        .map(|port| format!("http://127.0.0.1:{port}"))
-        .find(|p| should_dial(p, &host))
-        .expect("a peer that dials");
+    let peer = peer_that_dials(&host);
     let m = Manager::builder(&host, &[&host, &peer])
         .config(fast_config())
         .listener(l)
@@ -1225,11 +1231,7 @@ pub async fn websocket_pings_during_a_blocked_write(rt: Arc<dyn Runtime>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     let node_host = format!("http://{addr}");
-    // The raw peer never listens: its port only has to make it the dialer.
-    let peer_host = (1..)
-        .map(|port| format!("http://127.0.0.1:{port}"))
-        .find(|p| should_dial(p, &node_host))
-        .expect("a peer that dials");
+    let peer_host = peer_that_dials(&node_host);
     let probe = Arc::new(Probe::default());
     let node = handlers(
         Manager::builder(node_host.clone(), &[node_host.clone(), peer_host.clone()])
