@@ -320,17 +320,20 @@ impl Link {
         }
         let mut st = self.lock();
         let st = &mut *st;
-        if let Some(u) = st.slots.get_mut(&key).and_then(|s| s.unread.as_mut()) {
-            if let Some(item) = u.items.pop_front() {
-                return Poll::Ready(Ok(Some(item)));
+        if let Some(slot) = st.slots.get_mut(&key) {
+            // Items that arrived before a loss come first, then the stream's end
+            // (`Disconnected` if its end had not arrived); or an abrupt end.
+            let end = match slot.unread.as_mut() {
+                Some(u) => match u.items.pop_front() {
+                    Some(item) => return Poll::Ready(Ok(Some(item))),
+                    None => Some(u.end.take().unwrap_or(Err(CallError::Disconnected))),
+                },
+                None => slot.closed.take().map(Err),
+            };
+            if let Some(end) = end {
+                st.slots.remove(&key);
+                return Poll::Ready(end.map(|()| None));
             }
-            let end = u.end.take().unwrap_or(Err(CallError::Disconnected));
-            st.slots.remove(&key);
-            return Poll::Ready(end.map(|()| None));
-        }
-        if let Some(e) = st.slots.get_mut(&key).and_then(|s| s.closed.take()) {
-            st.slots.remove(&key);
-            return Poll::Ready(Err(e));
         }
         if st.epoch != epoch {
             st.slots.remove(&key);
@@ -521,12 +524,8 @@ impl Link {
                     Dir::Outgoing => {
                         if let Some(slot) = st.slots.get_mut(&key) {
                             // After a loss, what arrived is still read, then the end.
-                            let unread = st.session.as_mut().and_then(|s| s.take_unread(key.id));
-                            match unread {
-                                Some(mut u) => {
-                                    u.end.get_or_insert(Err(error));
-                                    slot.unread = Some(Box::new(u));
-                                }
+                            match st.session.as_mut().and_then(|s| s.take_unread(key.id)) {
+                                Some(u) => slot.unread = Some(Box::new(u)),
                                 None => slot.closed = Some(error),
                             }
                             slot.wake();
@@ -1144,15 +1143,9 @@ impl SocketTask {
     /// was written. The WebSocket library's own frames (pongs, answers to a close) go
     /// out whole between two batches, never inside one.
     fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
-        let err = |e: std::io::Error| format!("write: {e}");
-        if self.ws.get_ref().mid_batch() {
-            let b = self.out.front_mut().expect("a started batch is queued");
-            match self.ws.get_mut().poll_write_frames(cx, b) {
-                Poll::Ready(Ok(())) => self.out.pop_front(),
-                Poll::Ready(Err(e)) => return Err(err(e)),
-                Poll::Pending => return Ok(false),
-            };
-            self.unflushed = true;
+        // A batch started earlier is finished before the library may write.
+        if self.ws.get_ref().mid_batch() && !self.write_first(cx)? {
+            return Ok(false);
         }
         // Whatever the library has queued goes first (and is flushed): a batch may only
         // start on a frame boundary.
@@ -1161,22 +1154,33 @@ impl SocketTask {
             Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
             Poll::Pending => return Ok(false),
         }
-        while let Some(b) = self.out.front_mut() {
-            match self.ws.get_mut().poll_write_frames(cx, b) {
-                Poll::Ready(Ok(())) => self.out.pop_front(),
-                Poll::Ready(Err(e)) => return Err(err(e)),
-                Poll::Pending => return Ok(false),
-            };
-            self.unflushed = true;
+        while !self.out.is_empty() {
+            if !self.write_first(cx)? {
+                return Ok(false);
+            }
         }
         if self.unflushed {
             match self.ws.get_mut().poll_flush_frames(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(e)) => return Err(err(e)),
+                Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
                 Poll::Pending => return Ok(false),
             }
         }
         Ok(true)
+    }
+
+    /// Writes the first queued batch; returns whether all of it was written.
+    fn write_first(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
+        let b = self.out.front_mut().expect("a batch is queued");
+        match self.ws.get_mut().poll_write_frames(cx, b) {
+            Poll::Ready(Ok(())) => {
+                self.out.pop_front();
+                self.unflushed = true;
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => Err(format!("write: {e}")),
+            Poll::Pending => Ok(false),
+        }
     }
 }
 

@@ -316,10 +316,9 @@ impl Metered {
         batch: &mut Bytes,
     ) -> Poll<io::Result<()>> {
         while !batch.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, batch) {
+            match self.poll_write_counted(cx, batch) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
-                    self.written += n as u64;
                     batch.advance(n);
                     self.mid_batch = !batch.is_empty();
                 }
@@ -328,6 +327,15 @@ impl Metered {
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Writes to the socket, counting what it took.
+    fn poll_write_counted(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written += n as u64;
+        }
+        r
     }
 
     /// Flushes the batches written (a TLS stream holds bytes back until flushed).
@@ -358,11 +366,7 @@ impl AsyncWrite for Metered {
             // every batch it starts.
             return Poll::Pending;
         }
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.written += n as u64;
-        }
-        r
+        self.poll_write_counted(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
