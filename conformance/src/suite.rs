@@ -601,10 +601,10 @@ pub async fn reader_yields_once_after_returning_credits(rt: Arc<dyn Runtime>) {
         let (mut next, mut yields) = (0, 0);
         while next < ITEMS {
             // Three items wait (fewer at the end), so a read never finds the buffer empty.
-            while resp.buffered() < 3.min(ITEMS - next) {
-                rt.sleep_until(Instant::now() + Duration::from_millis(1))
-                    .await;
-            }
+            until(&rt, Duration::from_millis(1), || {
+                resp.buffered() >= 3.min(ITEMS - next)
+            })
+            .await;
             let wakes = count.0.load(Ordering::SeqCst);
             let mut poll = Pin::new(&mut resp).poll_next(&mut cx);
             if poll.is_pending() {
@@ -757,11 +757,10 @@ pub async fn link_loss_and_reconnect(rt: Arc<dyn Runtime>) {
     c.shutdown().await;
 }
 
-/// Waits, in steps of 2 ms, until `done` holds.
-async fn until(rt: &Arc<dyn Runtime>, mut done: impl FnMut() -> bool) {
+/// Waits until `done` holds, checking it every `step`.
+pub async fn until(rt: &Arc<dyn Runtime>, step: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
-        rt.sleep_until(Instant::now() + Duration::from_millis(2))
-            .await;
+        rt.sleep_until(Instant::now() + step).await;
     }
 }
 
@@ -781,7 +780,7 @@ pub async fn unread_items_outlive_a_lost_link(rt: Arc<dyn Runtime>) {
             .expect("stream");
         // Everything the acceptor sent has been handled: five items and the end of one
         // stream, the echo of the other, which still runs.
-        until(&rt, || {
+        until(&rt, Duration::from_millis(2), || {
             let (o, b) = (out.stats().session, back.stats().session);
             running.responses.buffered() == 1
                 && ended.responses.buffered() == 5
@@ -964,10 +963,10 @@ async fn rejection(rt: &Arc<dyn Runtime>, logs: &crate::logs::Capture, bad_token
     let conn = dialer.connection(&hosts[a]).expect("peer");
     within(rt, LIMIT, async {
         // Polls the dialer's counters: the attempts are spaced by the reconnect jitter.
-        while conn.stats().dial_attempts < 4 {
-            rt.sleep_until(Instant::now() + Duration::from_millis(10))
-                .await;
-        }
+        until(rt, Duration::from_millis(10), || {
+            conn.stats().dial_attempts >= 4
+        })
+        .await;
     })
     .await;
     let reason = if bad_token {

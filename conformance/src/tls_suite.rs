@@ -24,7 +24,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use crate::suite::{
     AppAccepted, ECHO, Probe, STREAM_ECHO, TestCluster, app_accepted_pair, connect_message,
-    handlers, secret_only, test_config, until_link_works, within,
+    handlers, secret_only, test_config, until, until_link_works, within,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -447,10 +447,10 @@ async fn refused_certificate(
     let dialer = start(d, dialer_tls);
     let conn = dialer.connection(&hosts[a]).expect("peer");
     within(rt, LIMIT, async {
-        while conn.stats().dial_attempts < 4 {
-            rt.sleep_until(Instant::now() + Duration::from_millis(10))
-                .await;
-        }
+        until(rt, Duration::from_millis(10), || {
+            conn.stats().dial_attempts >= 4
+        })
+        .await;
     })
     .await;
     let err = conn.stats().last_error.expect("the dialer saw why");
