@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures_util::Stream as _;
 use futures_util::future::{Either, select};
 use grid_core::driver::{
-    Connection, Listener, Manager, ManagerBuilder, RemoteError, Request, Runtime, StreamCtx,
-    StreamOptions,
+    BoxFuture, BoxIo, Connection, Listener, Manager, ManagerBuilder, Pacing, RemoteError, Request,
+    Runtime, StreamCtx, StreamOptions,
 };
 use grid_core::proto::{CallError, Config};
 
@@ -575,6 +575,77 @@ pub async fn stream_roundtrip(rt: Arc<dyn Runtime>) {
     c.shutdown().await;
 }
 
+/// `rt` with its socket tasks paced as `pacing` says.
+pub fn paced(rt: Arc<dyn Runtime>, pacing: Pacing) -> Arc<dyn Runtime> {
+    Arc::new(Paced { rt, pacing })
+}
+
+struct Paced {
+    rt: Arc<dyn Runtime>,
+    pacing: Pacing,
+}
+
+impl Runtime for Paced {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.rt.spawn(task)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        self.rt.sleep_until(deadline)
+    }
+
+    fn connect(&self, addr: String) -> BoxFuture<'static, std::io::Result<BoxIo>> {
+        self.rt.connect(addr)
+    }
+
+    fn listener(&self, listener: std::net::TcpListener) -> std::io::Result<Box<dyn Listener>> {
+        self.rt.listener(listener)
+    }
+
+    fn pacing(&self) -> Pacing {
+        self.pacing
+    }
+}
+
+/// Every pacing moves every message: the shortest turns (zero counts as one), short ones
+/// and long ones, each carrying 2,000 stream items and 64 concurrent 64 KiB requests
+/// both ways at once, so reads stop at the batch limit with more waiting.
+pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
+    for (read_batch, turns_per_poll) in [(0, 0), (1, 1), (2, 1), (64, 16)] {
+        let pacing = Pacing {
+            read_batch,
+            turns_per_poll,
+        };
+        let prt = paced(rt.clone(), pacing);
+        let c = cluster(&prt, 2).await;
+        within(&rt, LIMIT, async {
+            let n = 2000u16;
+            let conn = c.conn(0, 1);
+            let mut resp = conn
+                .new_stream(PUSH, Some(Bytes::copy_from_slice(&n.to_be_bytes())))
+                .unwrap()
+                .responses;
+            let items = async {
+                for i in 0..n {
+                    let got = resp.next().await.unwrap().unwrap();
+                    assert_eq!(&got[..], &[i as u8], "{pacing:?}");
+                }
+                assert!(resp.next().await.is_none());
+            };
+            let requests = futures_util::future::join_all((0..64).map(|i| {
+                let conn = c.conn(i % 2, 1 - i % 2);
+                async move {
+                    let body = pattern(64 << 10);
+                    assert_eq!(conn.request(ECHO, body.clone()).await.unwrap(), body);
+                }
+            }));
+            futures_util::future::join(items, requests).await;
+        })
+        .await;
+        c.shutdown().await;
+    }
+}
+
 /// A stream reader that gives credits back while more items wait yields once before its
 /// next read, so that the credits leave before it drains its buffer: on an executor that
 /// runs the reader and the socket task on one thread, the sender would otherwise wait for
@@ -1089,6 +1160,7 @@ macro_rules! suite_tests {
             request_deadline,
             dropped_request_returns_at_once,
             stream_roundtrip,
+            every_pacing_moves_every_message,
             stream_cancel,
             reader_yields_once_after_returning_credits,
             congestion_without_head_of_line_blocking,

@@ -840,18 +840,15 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// How many inbound messages one turn of the socket task hands to the session under
-/// one lock.
-const READ_BATCH: usize = 64;
-/// Turns of the socket task before it yields to other tasks.
-const TURNS_PER_POLL: usize = 16;
-
 /// Runs one session over its socket: reads, writes and timers in one task, so the socket
 /// is never shared between tasks and frames provoked by a read leave in the same turn.
 async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
     let shared = link.shared.clone();
     let dials = link.dials;
+    let pacing = shared.rt.pacing();
     let mut io = SocketTask {
+        read_batch: pacing.read_batch.max(1),
+        turns_per_poll: pacing.turns_per_poll.max(1),
         stall: shared.cluster.config.write_stall_timeout,
         link,
         epoch,
@@ -900,6 +897,10 @@ struct SocketTask {
     read_wake: Arc<ReadWake>,
     /// Messages read and not yet handed to the session.
     inbound: Vec<Bytes>,
+    /// At most this many inbound messages per turn (see [`Pacing`](super::Pacing)).
+    read_batch: usize,
+    /// At most this many turns per poll.
+    turns_per_poll: usize,
     /// Frames taken from the session, to encode outside the lock; `counts` splits them
     /// into messages (frames, encoded length).
     frames: Vec<Frame>,
@@ -951,7 +952,7 @@ enum Stop {
 
 impl SocketTask {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        for _ in 0..TURNS_PER_POLL {
+        for _ in 0..self.turns_per_poll {
             match self.turn(cx) {
                 Poll::Ready(Some(Stop::Ended)) => return Poll::Ready(()),
                 Poll::Ready(Some(Stop::Failed(why))) => {
@@ -977,7 +978,7 @@ impl SocketTask {
         if self.read_wake.ready.swap(false, Ordering::AcqRel) {
             let waker = futures_util::task::waker_ref(&self.read_wake);
             let mut rcx = Context::from_waker(&waker);
-            while self.inbound.len() < READ_BATCH {
+            while self.inbound.len() < self.read_batch {
                 match self.ws.poll_next_unpin(&mut rcx) {
                     Poll::Ready(Some(Ok(Message::Binary(b)))) => self.inbound.push(b),
                     Poll::Ready(Some(Ok(Message::Close(_)))) => {
@@ -998,12 +999,12 @@ impl SocketTask {
                     Poll::Pending => break,
                 }
             }
-            if self.inbound.len() == READ_BATCH {
+            if self.inbound.len() == self.read_batch {
                 // Stopped early: there may be more.
                 self.read_wake.ready.store(true, Ordering::Release);
             }
         }
-        let read_more = self.inbound.len() == READ_BATCH;
+        let read_more = self.inbound.len() == self.read_batch;
         if self.link.writer.poll_notified(cx).is_ready() {
             self.dirty = true;
         }

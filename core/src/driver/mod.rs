@@ -20,7 +20,7 @@ pub use connection::{Connection, Requests, Responses, Stream};
 pub use handler::{Cancelled, Input, Output, RemoteError, Request, StreamCtx, StreamOptions};
 pub use link::LinkStats;
 pub use manager::{MINIO_LOCK_ROUTE, MINIO_ROUTE, Manager, ManagerBuilder, StartError};
-pub use runtime::{BoxFuture, BoxIo, Io, Listener, Runtime};
+pub use runtime::{BoxFuture, BoxIo, Io, Listener, Pacing, Runtime};
 /// The rustls version [`TlsConfig::new`] takes configurations of.
 #[cfg(feature = "tls")]
 pub use rustls;

@@ -30,6 +30,40 @@ pub trait Listener: Send + Sync + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
+/// How the socket task of each link shares its executor thread.
+///
+/// One turn of the socket task reads up to `read_batch` inbound messages, hands them to
+/// the session under one lock and writes what the session has to send. After
+/// `turns_per_poll` turns the task yields even when there is more to do. Long turns
+/// batch more work per lock and per wake-up; short ones let the tasks a turn woke
+/// (handlers, waiting callers, stream readers) run sooner, which on a work-stealing
+/// scheduler also lets another thread take them. Which is faster depends on the
+/// scheduler, so each [`Runtime`] picks; zero counts as one.
+///
+/// ```
+/// use grid_core::driver::Pacing;
+///
+/// let short = Pacing { read_batch: 2, turns_per_poll: 1 };
+/// assert_ne!(short, Pacing::default());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    /// Inbound messages per turn.
+    pub read_batch: usize,
+    /// Turns per poll of the socket task.
+    pub turns_per_poll: usize,
+}
+
+impl Default for Pacing {
+    /// 64 messages per turn, 16 turns per poll.
+    fn default() -> Self {
+        Pacing {
+            read_batch: 64,
+            turns_per_poll: 16,
+        }
+    }
+}
+
 /// The runtime binding: about a hundred lines per runtime.
 pub trait Runtime: Send + Sync + 'static {
     /// Runs a task in the background.
@@ -40,4 +74,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>>;
     /// Wraps a bound standard-library listener for this runtime.
     fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>>;
+    /// How each link's socket task shares its thread; [`Pacing::default`] unless the
+    /// runtime measured better otherwise.
+    fn pacing(&self) -> Pacing {
+        Pacing::default()
+    }
 }
