@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
 
-use grid_core::driver::{BoxFuture, BoxIo, Listener, Runtime};
+use grid_core::driver::{BoxFuture, BoxIo, Listener, Pacing, Runtime};
 
 /// An error an `accept` can fail with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +154,10 @@ impl Runtime for Scripted {
             script: self.script.clone(),
         }))
     }
+
+    fn pacing(&self) -> Pacing {
+        self.rt.pacing()
+    }
 }
 
 struct ScriptedListener {
@@ -179,5 +183,23 @@ impl Listener for ScriptedListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scripted runtime changes only how listeners accept: its links keep the pacing
+    /// of the runtime it wraps.
+    #[test]
+    fn scripted_runtime_keeps_the_wrapped_pacing() {
+        let pacing = Pacing {
+            read_batch: 3,
+            turns_per_poll: 5,
+        };
+        let inner = crate::suite::paced(grid_async_std::smol_runtime(), pacing);
+        let script = Arc::new(AcceptScript::default());
+        assert_eq!(runtime(inner, script).pacing(), pacing);
     }
 }

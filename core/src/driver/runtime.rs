@@ -75,7 +75,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// Wraps a bound standard-library listener for this runtime.
     fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>>;
     /// How each link's socket task shares its thread; [`Pacing::default`] unless the
-    /// runtime measured better otherwise.
+    /// runtime measured better otherwise. A runtime that wraps another forwards it.
     fn pacing(&self) -> Pacing {
         Pacing::default()
     }
