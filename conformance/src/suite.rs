@@ -577,16 +577,35 @@ pub async fn stream_roundtrip(rt: Arc<dyn Runtime>) {
 
 /// `rt` with its socket tasks paced as `pacing` says.
 pub fn paced(rt: Arc<dyn Runtime>, pacing: Pacing) -> Arc<dyn Runtime> {
-    Arc::new(Paced { rt, pacing })
+    Arc::new(Tweaked {
+        rt,
+        pacing,
+        spawned: Arc::default(),
+    })
 }
 
-struct Paced {
+/// `rt` as it is, counting the tasks spawned on it.
+pub fn counted(rt: Arc<dyn Runtime>) -> (Arc<dyn Runtime>, Arc<AtomicUsize>) {
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let pacing = rt.pacing();
+    let rt = Tweaked {
+        rt,
+        pacing,
+        spawned: spawned.clone(),
+    };
+    (Arc::new(rt), spawned)
+}
+
+/// A runtime forwarding to another, with its own pacing and a count of spawned tasks.
+struct Tweaked {
     rt: Arc<dyn Runtime>,
     pacing: Pacing,
+    spawned: Arc<AtomicUsize>,
 }
 
-impl Runtime for Paced {
+impl Runtime for Tweaked {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.spawned.fetch_add(1, Ordering::SeqCst);
         self.rt.spawn(task)
     }
 
@@ -605,6 +624,43 @@ impl Runtime for Paced {
     fn pacing(&self) -> Pacing {
         self.pacing
     }
+}
+
+/// A handler answered in its first poll costs no task; one that waits gets one, and is
+/// still cancelled at its deadline.
+pub async fn answered_handlers_take_no_task(rt: Arc<dyn Runtime>) {
+    let (counting, spawned) = counted(rt.clone());
+    let c = cluster(&counting, 2).await;
+    within(&rt, LIMIT, async {
+        c.wait_connected().await;
+        let conn = c.conn(0, 1);
+        let before = spawned.load(Ordering::SeqCst);
+        for i in 0..50 {
+            let body = pattern(i * 100);
+            assert_eq!(conn.request(ECHO, body.clone()).await.unwrap(), body);
+        }
+        // One item fits the output capacity: the handler ends in its first poll.
+        let mut s = conn
+            .new_stream(PUSH, Some(Bytes::from_static(&[1])))
+            .unwrap();
+        assert_eq!(s.responses.next().await.unwrap().unwrap(), &[0u8][..]);
+        assert!(s.responses.next().await.is_none());
+        assert_eq!(spawned.load(Ordering::SeqCst), before, "answered at once");
+        let r = conn
+            .request_with_deadline(HANG, Bytes::new(), Duration::from_millis(20))
+            .await;
+        assert_eq!(r, Err(CallError::DeadlineExceeded));
+        c.probe
+            .wait(|p| p.hang_dropped.load(Ordering::SeqCst) == 1)
+            .await;
+        assert_eq!(
+            spawned.load(Ordering::SeqCst),
+            before + 1,
+            "a task to wait in"
+        );
+    })
+    .await;
+    c.shutdown().await;
 }
 
 /// Every pacing moves every message: the shortest turns (zero counts as one), short ones
@@ -1161,6 +1217,7 @@ macro_rules! suite_tests {
             dropped_request_returns_at_once,
             stream_roundtrip,
             every_pacing_moves_every_message,
+            answered_handlers_take_no_task,
             stream_cancel,
             reader_yields_once_after_returning_credits,
             congestion_without_head_of_line_blocking,

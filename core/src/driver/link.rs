@@ -684,8 +684,9 @@ impl Link {
         let link = self.clone();
         let run =
             AssertUnwindSafe(futures_util::future::lazy(move |_| start()).flatten()).catch_unwind();
-        // Counted as running from now (shutdown waits for it); spawned as it is, one
-        // allocation, once the link's lock is released ([`Link::spawn_handlers`]).
+        // Counted as running from now (shutdown waits for it); started once the link's
+        // lock is released, and spawned as it is, one allocation, if it waits
+        // ([`Link::start_handlers`]).
         let guard = self.shared.tasks.start();
         st.handlers.push(Box::pin(async move {
             let _guard = guard;
@@ -743,11 +744,18 @@ impl Link {
         Some(slot.cancel.get_or_insert_with(Signal::new).clone())
     }
 
-    /// Spawns the handlers the last events started. Waking an executor's idle thread
-    /// can cost a system call, so it happens after the link's lock is released.
-    fn spawn_handlers(&self, handlers: &mut Vec<BoxFuture<'static, ()>>) {
-        for h in handlers.drain(..) {
-            self.shared.rt.spawn(h);
+    /// Starts the handlers the last events started, after the link's lock is released.
+    /// Each is polled once here, on the socket task: one answered in that poll (most
+    /// single requests are) costs no task, and its answer leaves in the socket task's
+    /// next turn with the others. One that waits is spawned, and its task polls it
+    /// again; the no-op waker of the first poll is never needed, since that task's
+    /// first poll registers the real one.
+    fn start_handlers(&self, handlers: &mut Vec<BoxFuture<'static, ()>>) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for mut h in handlers.drain(..) {
+            if h.as_mut().poll(&mut cx).is_pending() {
+                self.shared.rt.spawn(h);
+            }
         }
     }
 
@@ -924,7 +932,7 @@ struct SocketTask {
     stall_timer: Option<BoxFuture<'static, ()>>,
     /// Bytes the socket had taken when the stall timer was last started.
     written: u64,
-    /// Handlers taken from the link state, spawned after its lock is released.
+    /// Handlers taken from the link state, started after its lock is released.
     handlers: Vec<BoxFuture<'static, ()>>,
 }
 
@@ -1111,7 +1119,7 @@ impl SocketTask {
             std::mem::swap(&mut st.handlers, &mut self.handlers);
             (next, closed)
         };
-        self.link.spawn_handlers(&mut self.handlers);
+        self.link.start_handlers(&mut self.handlers);
         // Encoding and checksumming happen without the lock, each message straight
         // behind its WebSocket frame header; the turn's messages leave as one batch.
         let mut at = 0;

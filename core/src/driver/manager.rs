@@ -170,6 +170,9 @@ impl ManagerBuilder {
     }
 
     /// Registers a single-request handler.
+    ///
+    /// Its future is first polled on the link's socket task (see the
+    /// [module docs](crate::driver)): compute-heavy work belongs in a task of its own.
     pub fn single<F, Fut>(self, id: u8, f: F) -> Result<Self, RegisterError>
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
