@@ -92,12 +92,10 @@ impl Connection {
     }
 
     fn call(&self, handler: u8, payload: Bytes, deadline: Option<Duration>) -> ResponseFuture {
-        let started = self
-            .link
-            .start_request(self.key(handler), payload, deadline);
         ResponseFuture {
             link: self.link.clone(),
-            call: Some(started),
+            start: Some((self.key(handler), payload, deadline)),
+            call: None,
         }
     }
 
@@ -146,37 +144,38 @@ impl Connection {
 }
 
 /// The outcome of a single request; dropping it frees the call.
+/// A single request: started in its first poll, which also leaves the caller's waker
+/// with the call (one lock for both), then waiting for its response.
 struct ResponseFuture {
     link: Arc<Link>,
-    /// `(generation, mux)`, or why the call could not start; `None` once completed.
-    call: Option<Result<(u64, u64), CallError>>,
+    /// The request, until the first poll sends it.
+    start: Option<(HandlerKey, Bytes, Option<Duration>)>,
+    /// `(generation, mux)` of the call in flight.
+    call: Option<(u64, u64)>,
 }
 
 impl Future for ResponseFuture {
     type Output = Result<Bytes, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.call.as_ref().expect("polled after completion") {
-            Err(_) => {
-                let Some(Err(e)) = self.call.take() else {
-                    unreachable!()
-                };
-                Poll::Ready(Err(e))
-            }
-            Ok((_, id)) => {
-                let r = self.link.poll_response(*id, cx);
-                if r.is_ready() {
-                    self.call = None;
-                }
-                r
-            }
+        if let Some((handler, payload, deadline)) = self.start.take() {
+            // The response cannot come before the call is in the link's table, waker
+            // and all.
+            self.call = Some(self.link.start_request(handler, payload, deadline, cx)?);
+            return Poll::Pending;
         }
+        let (_, id) = self.call.expect("polled after completion");
+        let r = self.link.poll_response(id, cx);
+        if r.is_ready() {
+            self.call = None;
+        }
+        r
     }
 }
 
 impl Drop for ResponseFuture {
     fn drop(&mut self) {
-        if let Some(Ok((epoch, id))) = self.call {
+        if let Some((epoch, id)) = self.call {
             self.link.forget_request(epoch, id);
         }
     }

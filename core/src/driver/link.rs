@@ -240,12 +240,17 @@ impl Link {
         handler: HandlerKey,
         payload: Bytes,
         deadline: Option<Duration>,
+        cx: &Context<'_>,
     ) -> Result<(u64, u64), CallError> {
         let mut st = self.lock();
         let epoch = st.epoch;
         let s = st.session.as_mut().ok_or(CallError::Disconnected)?;
         let id = s.request(Instant::now(), handler, payload, deadline)?;
-        st.slots.insert(MuxKey::outgoing(id), Slot::default());
+        let slot = Slot {
+            waker: Some(cx.waker().clone()),
+            ..Slot::default()
+        };
+        st.slots.insert(MuxKey::outgoing(id), slot);
         drop(st);
         self.writer.notify();
         Ok((epoch, id))
