@@ -104,8 +104,11 @@ pub(crate) struct Notify {
 
 impl Notify {
     pub(crate) fn notify(&self) {
-        self.pending.store(true, Ordering::Release);
-        self.waker.wake();
+        // A notification still pending has woken the task already, or the task takes
+        // it in its next poll: a burst of notifications wakes it once.
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
     }
 
     /// Takes a notification sent since the last one taken. Either way `cx` is woken by
