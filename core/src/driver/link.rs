@@ -963,6 +963,35 @@ enum Stop {
     Failed(String),
 }
 
+/// Takes the session's frames to write when `take` (the socket is idle): about a
+/// megabyte, or a few thousand frames, per turn, so the socket gets busy sooner, the
+/// task's buffers stay small however many tiny frames are queued, and the rest waits in
+/// the session, where it counts against the queue limits. A closed session's last frames
+/// all leave now. Clears `dirty` once every frame is taken. Returns the session's next
+/// deadline and whether it is closed; `None` when the session is gone.
+fn take_frames(
+    st: &mut LinkState,
+    take: bool,
+    frames: &mut Vec<Frame>,
+    counts: &mut Vec<(usize, usize)>,
+    dirty: &mut bool,
+) -> Option<(Option<Instant>, bool)> {
+    let s = st.session.as_mut()?;
+    if take {
+        let last = s.is_closed();
+        let mut bytes: usize = counts.iter().map(|&(_, len)| len).sum();
+        while last || (bytes < WRITE_ROUND_BYTES && frames.len() < WRITE_ROUND_FRAMES) {
+            let Some(t) = s.poll_transmit_frames(frames) else {
+                *dirty = false;
+                break;
+            };
+            counts.push((t.frames, t.len));
+            bytes += t.len;
+        }
+    }
+    Some((s.poll_timeout(), s.is_closed()))
+}
+
 impl SocketTask {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..self.turns_per_poll {
@@ -1085,7 +1114,7 @@ impl SocketTask {
     /// encodes the frames taken. Returns whether the session is closed, or `None` when
     /// this socket's session is gone.
     fn step(&mut self, take: bool) -> Option<bool> {
-        let (next, closed) = {
+        let taken = {
             let mut st = self.link.lock();
             if st.epoch != self.epoch {
                 return None;
@@ -1101,30 +1130,44 @@ impl SocketTask {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
-            if take {
-                // About a megabyte, or a few thousand frames, per turn: the socket gets
-                // busy sooner, the task's buffers stay small however many tiny frames
-                // are queued, and the rest waits in the session, where it counts against
-                // the queue limits. A closed session's last frames all leave now.
-                let last = s.is_closed();
-                let mut bytes = 0;
-                while last || (bytes < WRITE_ROUND_BYTES && self.frames.len() < WRITE_ROUND_FRAMES)
-                {
-                    let Some(t) = s.poll_transmit_frames(&mut self.frames) else {
-                        self.dirty = false;
-                        break;
-                    };
-                    self.counts.push((t.frames, t.len));
-                    bytes += t.len;
-                }
-            }
-            let next = s.poll_timeout();
-            let closed = s.is_closed();
             self.link.pump(&mut st);
             std::mem::swap(&mut st.handlers, &mut self.handlers);
-            (next, closed)
+            // With handlers to start, the frames are taken once they have run (below).
+            if self.handlers.is_empty() {
+                Some(take_frames(
+                    &mut st,
+                    take,
+                    &mut self.frames,
+                    &mut self.counts,
+                    &mut self.dirty,
+                )?)
+            } else {
+                None
+            }
         };
-        self.link.start_handlers(&mut self.handlers);
+        let (next, closed) = match taken {
+            Some(t) => t,
+            None => {
+                // Answers given in the handlers' first poll leave in this turn, so they
+                // need not wake this task: notifications are held while they run, and
+                // taken before the frames are, so one sent meanwhile by another task
+                // announces frames taken here, and a later one wakes this task as usual.
+                self.link.writer.hold();
+                self.link.start_handlers(&mut self.handlers);
+                self.link.writer.take();
+                let mut st = self.link.lock();
+                if st.epoch != self.epoch {
+                    return None;
+                }
+                take_frames(
+                    &mut st,
+                    take,
+                    &mut self.frames,
+                    &mut self.counts,
+                    &mut self.dirty,
+                )?
+            }
+        };
         // Encoding and checksumming happen without the lock, each message straight
         // behind its WebSocket frame header; the turn's messages leave as one batch.
         let mut at = 0;

@@ -111,6 +111,18 @@ impl Notify {
         }
     }
 
+    /// Holds wake-ups back until [`Notify::take`]: notifications meanwhile only mark one
+    /// pending. For the waiting task itself, about to look at whatever they announce.
+    pub(crate) fn hold(&self) {
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Takes a pending notification, if any, without waiting; what it announced is
+    /// visible after this.
+    pub(crate) fn take(&self) -> bool {
+        self.pending.swap(false, Ordering::AcqRel)
+    }
+
     /// Takes a notification sent since the last one taken. Either way `cx` is woken by
     /// the next one, so a task that polls this once per turn never misses one.
     pub(crate) fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -236,6 +248,26 @@ mod tests {
             1,
             "the second notification woke nobody"
         );
+        assert!(n.poll_notified(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn held_notifications_wake_nobody_and_are_taken_once() {
+        let n = Notify::default();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = futures_util::task::waker(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(n.poll_notified(&mut cx).is_pending());
+        n.hold();
+        n.notify();
+        n.notify();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0, "held");
+        assert!(n.take());
+        assert!(!n.take(), "taken once");
+        assert!(n.poll_notified(&mut cx).is_pending());
+        // Once taken, a notification wakes the task again.
+        n.notify();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
         assert!(n.poll_notified(&mut cx).is_ready());
     }
 
