@@ -664,13 +664,16 @@ pub async fn answered_handlers_take_no_task(rt: Arc<dyn Runtime>) {
 }
 
 /// Every pacing moves every message: the shortest turns (zero counts as one), short ones
-/// and long ones, each carrying 2,000 stream items and 64 concurrent 64 KiB requests
-/// both ways at once, so reads stop at the batch limit with more waiting.
+/// and long ones, with and without a yield after handlers, each carrying 2,000 stream
+/// items and 64 concurrent 64 KiB requests both ways at once, so reads stop at the batch
+/// limit with more waiting.
 pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
-    for (read_batch, turns_per_poll) in [(0, 0), (1, 1), (2, 1), (64, 16)] {
+    let turns = [(0, 0, false), (1, 1, true), (2, 1, false), (64, 16, true)];
+    for (read_batch, turns_per_poll, yield_after_handlers) in turns {
         let pacing = Pacing {
             read_batch,
             turns_per_poll,
+            yield_after_handlers,
         };
         let prt = paced(rt.clone(), pacing);
         let c = cluster(&prt, 2).await;

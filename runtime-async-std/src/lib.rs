@@ -37,6 +37,11 @@ use smol::net::{TcpListener, TcpStream};
 pub trait Executor: Send + Sync + 'static {
     /// Runs a task in the background.
     fn spawn(task: BoxFuture<'static, ()>);
+
+    /// How socket tasks share this executor's threads ([`Runtime::pacing`]).
+    fn pacing() -> Pacing {
+        Pacing::default()
+    }
 }
 
 /// async-std's executor.
@@ -46,6 +51,17 @@ pub enum AsyncStdExecutor {}
 impl Executor for AsyncStdExecutor {
     fn spawn(task: BoxFuture<'static, ()>) {
         async_std::task::spawn(task);
+    }
+
+    /// A socket task yields after a turn that started handlers. Measured with
+    /// `grid-bench` against the default on 2 cores, five runs each in turn: 16
+    /// concurrent callers 1.01x -> 1.10x the floor's requests per second, 128 callers
+    /// 1.33x -> 1.35x. On tokio the same yield doubled the 1-caller latency (20 to 58 µs).
+    fn pacing() -> Pacing {
+        Pacing {
+            yield_after_handlers: true,
+            ..Pacing::default()
+        }
     }
 }
 
@@ -127,5 +143,9 @@ impl<E: Executor> Runtime for AsyncIoRuntime<E> {
 
     fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
         Ok(Box::new(AsyncIoListener(TcpListener::try_from(listener)?)))
+    }
+
+    fn pacing(&self) -> Pacing {
+        E::pacing()
     }
 }

@@ -113,6 +113,7 @@ impl Runtime for Tokio {
         Pacing {
             read_batch: 2,
             turns_per_poll: 1,
+            ..Pacing::default()
         }
     }
 }

@@ -862,6 +862,8 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
     let mut io = SocketTask {
         read_batch: pacing.read_batch.max(1),
         turns_per_poll: pacing.turns_per_poll.max(1),
+        yield_after_handlers: pacing.yield_after_handlers,
+        started: false,
         stall: shared.cluster.config.write_stall_timeout,
         link,
         epoch,
@@ -914,6 +916,10 @@ struct SocketTask {
     read_batch: usize,
     /// At most this many turns per poll.
     turns_per_poll: usize,
+    /// Yield after a turn that started handlers.
+    yield_after_handlers: bool,
+    /// The last turn started handlers.
+    started: bool,
     /// Frames taken from the session, to encode outside the lock; `counts` splits them
     /// into messages (frames, encoded length).
     frames: Vec<Frame>,
@@ -1000,6 +1006,12 @@ impl SocketTask {
                 Poll::Ready(Some(Stop::Failed(why))) => {
                     self.link.transport_failed(self.epoch, why);
                     return Poll::Ready(());
+                }
+                // See `Pacing::yield_after_handlers`.
+                Poll::Ready(None) | Poll::Pending
+                    if std::mem::take(&mut self.started) && self.yield_after_handlers =>
+                {
+                    break;
                 }
                 Poll::Ready(None) => {}
                 Poll::Pending => return Poll::Pending,
@@ -1114,7 +1126,7 @@ impl SocketTask {
     /// encodes the frames taken. Returns whether the session is closed, or `None` when
     /// this socket's session is gone.
     fn step(&mut self, take: bool) -> Option<bool> {
-        let taken = {
+        let (mut next, mut closed) = {
             let mut st = self.link.lock();
             if st.epoch != self.epoch {
                 return None;
@@ -1130,44 +1142,39 @@ impl SocketTask {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
+            let taken = take_frames(
+                &mut st,
+                take,
+                &mut self.frames,
+                &mut self.counts,
+                &mut self.dirty,
+            )?;
+            // Last under the lock: the callers it wakes find it free.
             self.link.pump(&mut st);
             std::mem::swap(&mut st.handlers, &mut self.handlers);
-            // With handlers to start, the frames are taken once they have run (below).
-            if self.handlers.is_empty() {
-                Some(take_frames(
-                    &mut st,
-                    take,
-                    &mut self.frames,
-                    &mut self.counts,
-                    &mut self.dirty,
-                )?)
-            } else {
-                None
-            }
+            taken
         };
-        let (next, closed) = match taken {
-            Some(t) => t,
-            None => {
-                // Answers given in the handlers' first poll leave in this turn, so they
-                // need not wake this task: notifications are held while they run, and
-                // taken before the frames are, so one sent meanwhile by another task
-                // announces frames taken here, and a later one wakes this task as usual.
-                self.link.writer.hold();
-                self.link.start_handlers(&mut self.handlers);
-                self.link.writer.take();
-                let mut st = self.link.lock();
-                if st.epoch != self.epoch {
-                    return None;
-                }
-                take_frames(
-                    &mut st,
-                    take,
-                    &mut self.frames,
-                    &mut self.counts,
-                    &mut self.dirty,
-                )?
+        if !self.handlers.is_empty() {
+            // Answers given in the handlers' first poll leave in this turn, so they need
+            // not wake this task: notifications are held while they run, and taken
+            // before the frames are, so one sent meanwhile by another task announces
+            // frames taken here, and a later one wakes this task as usual.
+            self.link.writer.hold();
+            self.started = true;
+            self.link.start_handlers(&mut self.handlers);
+            self.link.writer.take();
+            let mut st = self.link.lock();
+            if st.epoch != self.epoch {
+                return None;
             }
-        };
+            (next, closed) = take_frames(
+                &mut st,
+                take,
+                &mut self.frames,
+                &mut self.counts,
+                &mut self.dirty,
+            )?;
+        }
         // Encoding and checksumming happen without the lock, each message straight
         // behind its WebSocket frame header; the turn's messages leave as one batch.
         let mut at = 0;

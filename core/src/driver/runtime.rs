@@ -43,7 +43,11 @@ pub trait Listener: Send + Sync + 'static {
 /// ```
 /// use grid_core::driver::Pacing;
 ///
-/// let short = Pacing { read_batch: 2, turns_per_poll: 1 };
+/// let short = Pacing {
+///     read_batch: 2,
+///     turns_per_poll: 1,
+///     ..Pacing::default()
+/// };
 /// assert_ne!(short, Pacing::default());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,14 +56,19 @@ pub struct Pacing {
     pub read_batch: usize,
     /// Turns per poll of the socket task.
     pub turns_per_poll: usize,
+    /// Whether the socket task yields after a turn that started handlers (which run
+    /// their first poll in that turn, and whose answers leave in it): the task then
+    /// runs again after the tasks already queued, instead of waiting for its socket.
+    pub yield_after_handlers: bool,
 }
 
 impl Default for Pacing {
-    /// 64 messages per turn, 16 turns per poll.
+    /// 64 messages per turn, 16 turns per poll, no yield after handlers.
     fn default() -> Self {
         Pacing {
             read_batch: 64,
             turns_per_poll: 16,
+            yield_after_handlers: false,
         }
     }
 }
