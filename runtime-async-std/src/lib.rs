@@ -1,7 +1,8 @@
 //! Grid on the async-std and smol runtimes.
 //!
-//! Both run on the same async-io reactor, so timers and TCP are shared and only task
-//! spawning differs: [`AsyncStd`] spawns on async-std's executor, [`Smol`] on smol's.
+//! Both run on the same async-io reactor, so timers and TCP are shared; only task
+//! spawning and the socket tasks' [`Pacing`] differ: [`AsyncStd`] spawns on async-std's
+//! executor, [`Smol`] on smol's.
 //! The whole API of [`grid_core::driver`] is re-exported.
 //!
 //! ```no_run
