@@ -1228,21 +1228,7 @@ pub async fn max_muxes_at_the_edge(rt: Arc<dyn Runtime>) {
 /// a second thread sends a ping every millisecond: the answer arrives intact, and pongs
 /// follow it.
 pub async fn websocket_pings_during_a_blocked_write(rt: Arc<dyn Runtime>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let node_host = format!("http://{addr}");
-    let peer_host = peer_that_dials(&node_host);
-    let probe = Arc::new(Probe::default());
-    let node = handlers(
-        Manager::builder(node_host.clone(), &[node_host.clone(), peer_host.clone()])
-            .config(test_config())
-            .listener(l)
-            .token_validator(secret_only),
-        &probe,
-        false,
-    )
-    .start(rt.clone())
-    .expect("node starts");
+    let (node, addr, peer_host, _) = node_for_a_raw_peer(&rt);
     let (answer_ok, pongs) = within(
         &rt,
         LIMIT,
@@ -1258,34 +1244,10 @@ pub async fn websocket_pings_during_a_blocked_write(rt: Arc<dyn Runtime>) {
 /// The raw peer of [`websocket_pings_during_a_blocked_write`]: returns whether the
 /// echo of `len` bytes came back equal, and how many pongs followed it.
 fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) -> (bool, usize) {
-    use grid_core::codec::{self, ConnectResponse, Flags, Frame, Op};
-    use grid_core::driver::MINIO_ROUTE;
-    use tungstenite::client::ClientRequestBuilder;
+    use grid_core::codec::{Flags, Frame, Op};
     use tungstenite::{Message, Utf8Bytes};
 
-    let tcp = TcpStream::connect(addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let url = format!("ws://{addr}{MINIO_ROUTE}");
-    let req = ClientRequestBuilder::new(url.parse().expect("url"))
-        .with_header("Authorization", "Bearer secret");
-    let (mut ws, _) = tungstenite::client(req, tcp).expect("upgrade");
-    ws.send(Message::Binary(connect_message(peer_host, 0x5b)))
-        .expect("send");
-    let frames = |m: Bytes| {
-        codec::decode(&m, codec::DEFAULT_MAX_FRAME_SIZE)
-            .and_then(codec::Message::into_frames)
-            .expect("the node's message decodes")
-    };
-    loop {
-        if let Message::Binary(m) = ws.read().expect("read") {
-            if let Some(f) = frames(m).into_iter().find(|f| f.op == Op::ConnectResponse) {
-                let resp = ConnectResponse::decode(&f.payload).expect("connect response");
-                assert!(resp.accepted, "refused: {}", resp.rejected_reason);
-                break;
-            }
-        }
-    }
+    let mut ws = raw_peer(addr, peer_host);
     let big: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
     let mut request = Frame::new(Op::Request);
     request.mux_id = 1;
@@ -1316,7 +1278,7 @@ fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) ->
     while answer_ok.is_none() || pongs == 0 {
         match ws.read() {
             Ok(Message::Binary(m)) => {
-                if let Some(f) = frames(m).into_iter().find(|f| f.op == Op::Response) {
+                if let Some(f) = frames(&m).into_iter().find(|f| f.op == Op::Response) {
                     answer_ok = Some(f.mux_id == 1 && f.payload == big);
                 }
             }
@@ -1332,6 +1294,103 @@ fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) ->
         reason: Utf8Bytes::from_static("done"),
     }));
     (answer_ok == Some(true), pongs)
+}
+
+/// A node on a fresh loopback listener that a raw peer can dial: the node, its address,
+/// the raw peer's host string, and what the node's handlers observed.
+fn node_for_a_raw_peer(rt: &Arc<dyn Runtime>) -> (Manager, SocketAddr, String, Arc<Probe>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let node_host = format!("http://{addr}");
+    let peer_host = peer_that_dials(&node_host);
+    let probe = Arc::new(Probe::default());
+    let node = handlers(
+        Manager::builder(node_host.clone(), &[node_host.clone(), peer_host.clone()])
+            .config(test_config())
+            .listener(l)
+            .token_validator(secret_only),
+        &probe,
+        false,
+    )
+    .start(rt.clone())
+    .expect("node starts");
+    (node, addr, peer_host, probe)
+}
+
+/// A raw peer named `peer_host`, connected to the node at `addr` and accepted by it.
+fn raw_peer(addr: SocketAddr, peer_host: &str) -> tungstenite::WebSocket<TcpStream> {
+    use grid_core::codec::{ConnectResponse, Op};
+    use grid_core::driver::MINIO_ROUTE;
+    use tungstenite::Message;
+    use tungstenite::client::ClientRequestBuilder;
+
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let url = format!("ws://{addr}{MINIO_ROUTE}");
+    let req = ClientRequestBuilder::new(url.parse().expect("url"))
+        .with_header("Authorization", "Bearer secret");
+    let (mut ws, _) = tungstenite::client(req, tcp).expect("upgrade");
+    ws.send(Message::Binary(connect_message(peer_host, 0x5b)))
+        .expect("send");
+    loop {
+        if let Message::Binary(m) = ws.read().expect("read") {
+            if let Some(f) = frames(&m).into_iter().find(|f| f.op == Op::ConnectResponse) {
+                let resp = ConnectResponse::decode(&f.payload).expect("connect response");
+                assert!(resp.accepted, "refused: {}", resp.rejected_reason);
+                return ws;
+            }
+        }
+    }
+}
+
+/// The frames of one of the node's messages.
+fn frames(m: &Bytes) -> Vec<grid_core::codec::Frame> {
+    use grid_core::codec;
+    codec::decode(m, codec::DEFAULT_MAX_FRAME_SIZE)
+        .and_then(codec::Message::into_frames)
+        .expect("the node's message decodes")
+}
+
+/// A call cancelled in the same message that made it: its handler runs its first poll
+/// after both, waits, and is dropped at once, since the call has already ended; nothing
+/// is left waiting for a cancellation that came before it could watch for one.
+pub async fn call_cancelled_in_its_own_message(rt: Arc<dyn Runtime>) {
+    use grid_core::codec::{self, Flags, Frame, Op};
+    let (node, addr, peer_host, probe) = node_for_a_raw_peer(&rt);
+    let ws = within(
+        &rt,
+        LIMIT,
+        blocking(move || {
+            let mut ws = raw_peer(addr, &peer_host);
+            let mut request = Frame::new(Op::Request);
+            request.mux_id = 1;
+            request.handler = HANG;
+            request.deadline_ms = 30_000;
+            request.flags = Flags::EOF | Flags::CRC;
+            let mut cancel = Frame::new(Op::DisconnectServerMux);
+            cancel.mux_id = 1;
+            cancel.flags = Flags::CRC;
+            let mut both = bytes::BytesMut::new();
+            codec::encode_message(&[request, cancel], &mut both);
+            ws.send(tungstenite::Message::Binary(both.freeze()))
+                .expect("send");
+            ws
+        }),
+    )
+    .await;
+    within(&rt, LIMIT, async {
+        probe
+            .wait(|p| p.hang_started.load(Ordering::SeqCst) == 1)
+            .await;
+        probe
+            .wait(|p| p.hang_dropped.load(Ordering::SeqCst) == 1)
+            .await;
+    })
+    .await;
+    drop(ws);
+    node.shutdown().await;
+    assert_eq!(node.running_tasks(), 0);
 }
 
 /// Defines one `#[test]` per hardening scenario, each run with `$block_on` on the
@@ -1358,6 +1417,7 @@ macro_rules! hardening_tests {
             shutdown_with_stalled_peer,
             max_muxes_at_the_edge,
             websocket_pings_during_a_blocked_write,
+            call_cancelled_in_its_own_message,
         );
     };
 }

@@ -679,13 +679,14 @@ impl Link {
         start: impl FnOnce() -> BoxFuture<'static, Result<T, RemoteError>> + Send + 'static,
         done: fn(&Link, u64, u64, Result<T, String>),
     ) {
-        st.slots.insert(
-            MuxKey::incoming(id),
-            Slot {
+        // A single request gets its slot only if its handler waits ([`Link::watch_cancel`]).
+        if cancel.is_some() {
+            let slot = Slot {
                 cancel: cancel.clone(),
                 ..Slot::default()
-            },
-        );
+            };
+            st.slots.insert(MuxKey::incoming(id), slot);
+        }
         let link = self.clone();
         let run =
             AssertUnwindSafe(futures_util::future::lazy(move |_| start()).flatten()).catch_unwind();
@@ -738,14 +739,16 @@ impl Link {
         }
     }
 
-    /// A cancellation signal for incoming call `id` of generation `epoch`, kept in its
-    /// slot; `None` when the call has ended already (cancelled, or its session is gone).
+    /// A cancellation signal for incoming call `id` of generation `epoch`, kept in a
+    /// slot made for it; `None` when the call has ended already (cancelled, or its
+    /// session is gone), which the session knows: it forgets a call as it ends it.
     fn watch_cancel(&self, epoch: u64, id: u64) -> Option<Signal> {
         let mut st = self.lock();
-        if st.epoch != epoch {
+        let key = MuxKey::incoming(id);
+        if st.epoch != epoch || !st.session.as_ref().is_some_and(|s| s.contains(key)) {
             return None;
         }
-        let slot = st.slots.get_mut(&MuxKey::incoming(id))?;
+        let slot = st.slots.entry(key).or_default();
         Some(slot.cancel.get_or_insert_with(Signal::new).clone())
     }
 
