@@ -197,7 +197,7 @@ mod tests {
         let pacing = Pacing {
             read_batch: 3,
             turns_per_poll: 5,
-            yield_after_handlers: true,
+            yield_after_handoff: true,
         };
         let inner = crate::suite::paced(grid_async_std::smol_runtime(), pacing);
         let script = Arc::new(AcceptScript::default());

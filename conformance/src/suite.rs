@@ -577,36 +577,100 @@ pub async fn stream_roundtrip(rt: Arc<dyn Runtime>) {
 
 /// `rt` with its socket tasks paced as `pacing` says.
 pub fn paced(rt: Arc<dyn Runtime>, pacing: Pacing) -> Arc<dyn Runtime> {
-    Arc::new(Tweaked {
-        rt,
-        pacing,
-        spawned: Arc::default(),
-    })
+    Arc::new(Tweaked::new(rt, pacing))
 }
 
 /// `rt` as it is, counting the tasks spawned on it.
 pub fn counted(rt: Arc<dyn Runtime>) -> (Arc<dyn Runtime>, Arc<AtomicUsize>) {
-    let spawned = Arc::new(AtomicUsize::new(0));
     let pacing = rt.pacing();
-    let rt = Tweaked {
-        rt,
-        pacing,
-        spawned: spawned.clone(),
-    };
+    let rt = Tweaked::new(rt, pacing);
+    let spawned = rt.spawned.clone();
     (Arc::new(rt), spawned)
 }
 
-/// A runtime forwarding to another, with its own pacing and a count of spawned tasks.
+/// `rt` paced as `pacing` says, counting the yields of the tasks spawned on it: polls
+/// that end `Pending` after the task woke itself on the polling thread.
+pub fn yields_counted(
+    rt: Arc<dyn Runtime>,
+    pacing: Pacing,
+) -> (Arc<dyn Runtime>, Arc<AtomicUsize>) {
+    let rt = Tweaked::new(rt, pacing);
+    let yields = rt.yields.clone();
+    (Arc::new(rt), yields)
+}
+
+/// A runtime forwarding to another, with its own pacing and counts of spawned tasks
+/// and of their yields.
 struct Tweaked {
     rt: Arc<dyn Runtime>,
     pacing: Pacing,
     spawned: Arc<AtomicUsize>,
+    yields: Arc<AtomicUsize>,
+}
+
+impl Tweaked {
+    fn new(rt: Arc<dyn Runtime>, pacing: Pacing) -> Tweaked {
+        Tweaked {
+            rt,
+            pacing,
+            spawned: Arc::default(),
+            yields: Arc::default(),
+        }
+    }
+}
+
+/// A spawned task that counts its yields (see [`yields_counted`]).
+struct CountYields {
+    task: BoxFuture<'static, ()>,
+    yields: Arc<AtomicUsize>,
+}
+
+/// The waker a [`CountYields`] poll hands down: notes a wake on the polling thread.
+struct SelfWake {
+    inner: Waker,
+    thread: std::thread::ThreadId,
+    woke: std::sync::atomic::AtomicBool,
+}
+
+impl std::task::Wake for SelfWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if std::thread::current().id() == self.thread {
+            self.woke.store(true, Ordering::SeqCst);
+        }
+        self.inner.wake_by_ref()
+    }
+}
+
+impl Future for CountYields {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let probe = Arc::new(SelfWake {
+            inner: cx.waker().clone(),
+            thread: std::thread::current().id(),
+            woke: Default::default(),
+        });
+        let waker = Waker::from(probe.clone());
+        let r = self
+            .task
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        if r.is_pending() && probe.woke.load(Ordering::SeqCst) {
+            self.yields.fetch_add(1, Ordering::SeqCst);
+        }
+        r
+    }
 }
 
 impl Runtime for Tweaked {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         self.spawned.fetch_add(1, Ordering::SeqCst);
-        self.rt.spawn(task)
+        let yields = self.yields.clone();
+        self.rt.spawn(Box::pin(CountYields { task, yields }))
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
@@ -669,11 +733,11 @@ pub async fn answered_handlers_take_no_task(rt: Arc<dyn Runtime>) {
 /// limit with more waiting.
 pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
     let turns = [(0, 0, false), (1, 1, true), (2, 1, false), (64, 16, true)];
-    for (read_batch, turns_per_poll, yield_after_handlers) in turns {
+    for (read_batch, turns_per_poll, yield_after_handoff) in turns {
         let pacing = Pacing {
             read_batch,
             turns_per_poll,
-            yield_after_handlers,
+            yield_after_handoff,
         };
         let prt = paced(rt.clone(), pacing);
         let c = cluster(&prt, 2).await;
@@ -702,6 +766,50 @@ pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
         })
         .await;
         c.shutdown().await;
+    }
+}
+
+/// With `yield_after_handoff`, a socket task yields after each turn that handed work to
+/// other tasks: on the calling node after the turn that gave a caller its answer, on the
+/// answering node after the turn that started the handler. 50 requests one after the
+/// other make about 100 such turns (measured: 99 or 100; a yield after the calling
+/// node's turns alone would be about 50); without it, and with turns enough per poll,
+/// hardly any task yields.
+pub async fn socket_tasks_yield_after_a_handoff(rt: Arc<dyn Runtime>) {
+    for handoff in [true, false] {
+        let pacing = Pacing {
+            read_batch: 64,
+            turns_per_poll: 1_000,
+            yield_after_handoff: handoff,
+        };
+        let (counting, yields) = yields_counted(rt.clone(), pacing);
+        let c = cluster(&counting, 2).await;
+        let before = within(&rt, LIMIT, async {
+            c.wait_connected().await;
+            let conn = c.conn(0, 1);
+            let before = yields.load(Ordering::SeqCst);
+            for i in 0..50 {
+                let body = pattern(i * 10);
+                assert_eq!(conn.request(ECHO, body.clone()).await.unwrap(), body);
+            }
+            before
+        })
+        .await;
+        // A yield counts once its poll has returned, which may be after the caller has
+        // its answer: counted once every task has ended.
+        c.shutdown().await;
+        let n = yields.load(Ordering::SeqCst) - before;
+        if handoff {
+            assert!(
+                n >= 90,
+                "{n} yields for 50 requests with yield_after_handoff"
+            );
+        } else {
+            assert!(
+                n < 50,
+                "{n} yields for 50 requests without yield_after_handoff"
+            );
+        }
     }
 }
 
@@ -1220,6 +1328,7 @@ macro_rules! suite_tests {
             dropped_request_returns_at_once,
             stream_roundtrip,
             every_pacing_moves_every_message,
+            socket_tasks_yield_after_a_handoff,
             answered_handlers_take_no_task,
             stream_cancel,
             reader_yields_once_after_returning_credits,

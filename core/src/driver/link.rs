@@ -478,9 +478,12 @@ impl Link {
     // Events.
 
     /// Dispatches every pending event of the current session.
-    fn pump(self: &Arc<Self>, st: &mut LinkState) {
+    ///
+    /// Returns whether it handed answers to waiting callers.
+    fn pump(self: &Arc<Self>, st: &mut LinkState) -> bool {
         let epoch = st.epoch;
         let mut lost = None;
+        let mut answered = false;
         loop {
             let Some(ev) = st.session.as_mut().and_then(Session::poll_event) else {
                 break;
@@ -513,6 +516,7 @@ impl Link {
                     if let Some(slot) = st.slots.get_mut(&MuxKey::outgoing(mux_id)) {
                         slot.result = Some(result);
                         slot.wake();
+                        answered = true;
                     }
                 }
                 Event::Readable(key) => {
@@ -551,6 +555,7 @@ impl Link {
         if let Some(reason) = lost {
             self.on_lost(st, reason);
         }
+        answered
     }
 
     fn on_lost(&self, st: &mut LinkState, reason: LostReason) {
@@ -865,8 +870,8 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
     let mut io = SocketTask {
         read_batch: pacing.read_batch.max(1),
         turns_per_poll: pacing.turns_per_poll.max(1),
-        yield_after_handlers: pacing.yield_after_handlers,
-        started: false,
+        yield_after_handoff: pacing.yield_after_handoff,
+        handed_off: false,
         stall: shared.cluster.config.write_stall_timeout,
         link,
         epoch,
@@ -919,10 +924,10 @@ struct SocketTask {
     read_batch: usize,
     /// At most this many turns per poll.
     turns_per_poll: usize,
-    /// Yield after a turn that started handlers.
-    yield_after_handlers: bool,
-    /// The last turn started handlers.
-    started: bool,
+    /// Yield after a turn that handed work to other tasks.
+    yield_after_handoff: bool,
+    /// The last turn started handlers or answered callers.
+    handed_off: bool,
     /// Frames taken from the session, to encode outside the lock; `counts` splits them
     /// into messages (frames, encoded length).
     frames: Vec<Frame>,
@@ -1010,9 +1015,9 @@ impl SocketTask {
                     self.link.transport_failed(self.epoch, why);
                     return Poll::Ready(());
                 }
-                // See `Pacing::yield_after_handlers`.
+                // See `Pacing::yield_after_handoff`.
                 Poll::Ready(None) | Poll::Pending
-                    if std::mem::take(&mut self.started) && self.yield_after_handlers =>
+                    if std::mem::take(&mut self.handed_off) && self.yield_after_handoff =>
                 {
                     break;
                 }
@@ -1153,7 +1158,7 @@ impl SocketTask {
                 &mut self.dirty,
             )?;
             // Last under the lock: the callers it wakes find it free.
-            self.link.pump(&mut st);
+            self.handed_off |= self.link.pump(&mut st);
             std::mem::swap(&mut st.handlers, &mut self.handlers);
             taken
         };
@@ -1163,7 +1168,7 @@ impl SocketTask {
             // before the frames are, so one sent meanwhile by another task announces
             // frames taken here, and a later one wakes this task as usual.
             self.link.writer.hold();
-            self.started = true;
+            self.handed_off = true;
             self.link.start_handlers(&mut self.handlers);
             self.link.writer.take();
             let mut st = self.link.lock();

@@ -56,19 +56,21 @@ pub struct Pacing {
     pub read_batch: usize,
     /// Turns per poll of the socket task.
     pub turns_per_poll: usize,
-    /// Whether the socket task yields after a turn that started handlers (which run
-    /// their first poll in that turn, and whose answers leave in it): the task then
-    /// runs again after the tasks already queued, instead of waiting for its socket.
-    pub yield_after_handlers: bool,
+    /// Whether the socket task yields after a turn that handed work to other tasks: one
+    /// that started handlers (which run their first poll in that turn, and whose answers
+    /// leave in it) or gave callers their answers. The task then runs again after the
+    /// tasks already queued (those callers among them), instead of going on with more
+    /// turns; turns that only move stream items keep going.
+    pub yield_after_handoff: bool,
 }
 
 impl Default for Pacing {
-    /// 64 messages per turn, 16 turns per poll, no yield after handlers.
+    /// 64 messages per turn, 16 turns per poll, no yield after a handoff.
     fn default() -> Self {
         Pacing {
             read_batch: 64,
             turns_per_poll: 16,
-            yield_after_handlers: false,
+            yield_after_handoff: false,
         }
     }
 }
