@@ -20,7 +20,8 @@
 //! * **streams**: one way, 512-byte items (items/s) and 64 KiB items (GB/s), with out
 //!   capacity 1 and 256; and a two-way echo stream (in and out capacity 256). The floor
 //!   sends the same bytes as bare WebSocket binary messages (flushing only when it has
-//!   to wait), and for the echo, echoes them back with 256 messages in flight.
+//!   to wait), and for the echo, echoes them back with 256 messages in flight. One-way
+//!   items flow from the WebSocket server to its client in both, so neither masks them.
 //! * **typed**: the single-request workload with a small struct through the typed layer
 //!   (msgpack), against raw bytes of the same encoded size.
 //! * **cluster**: 2, 4 and 8 nodes; 32 callers, each call from a random node to another.
@@ -353,6 +354,15 @@ impl Cluster {
             .expect("peer in cluster")
     }
 
+    /// The connection from the node of the first pair that dials: a stream it opens
+    /// flows from the accepting side (the WebSocket server, whose frames are not
+    /// masked) to the dialing side, as the floor's one-way messages do. Which node
+    /// dials follows from the host strings, and so from the ports the run was given.
+    fn from_dialer(&self) -> Connection {
+        let c = self.conn(0, 1);
+        if c.dials() { c } else { self.conn(1, 0) }
+    }
+
     async fn stop(self) {
         for n in &self.nodes {
             n.shutdown().await;
@@ -610,7 +620,7 @@ async fn grid_push(
     len: usize,
     dur: Duration,
 ) -> f64 {
-    let conn = c.conn(0, 1);
+    let conn = c.from_dialer();
     on(rt, async move {
         let p = Bytes::copy_from_slice(&(len as u32).to_le_bytes());
         let s = conn.new_stream(handler, Some(p)).expect("open stream");
