@@ -728,7 +728,7 @@ pub async fn answered_handlers_take_no_task(rt: Arc<dyn Runtime>) {
 }
 
 /// Every pacing moves every message: the shortest turns (zero counts as one), short ones
-/// and long ones, with and without a yield after handlers, each carrying 2,000 stream
+/// and long ones, with and without a yield after a handoff, each carrying 2,000 stream
 /// items and 64 concurrent 64 KiB requests both ways at once, so reads stop at the batch
 /// limit with more waiting.
 pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
