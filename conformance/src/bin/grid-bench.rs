@@ -358,7 +358,7 @@ impl Cluster {
     /// flows from the accepting side (the WebSocket server, whose frames are not
     /// masked) to the dialing side, as the floor's one-way messages do. Which node
     /// dials follows from the host strings, and so from the ports the run was given.
-    fn from_dialer(&self) -> Connection {
+    fn dialers_conn(&self) -> Connection {
         let c = self.conn(0, 1);
         if c.dials() { c } else { self.conn(1, 0) }
     }
@@ -620,7 +620,7 @@ async fn grid_push(
     len: usize,
     dur: Duration,
 ) -> f64 {
-    let conn = c.from_dialer();
+    let conn = c.dialers_conn();
     on(rt, async move {
         let p = Bytes::copy_from_slice(&(len as u32).to_le_bytes());
         let s = conn.new_stream(handler, Some(p)).expect("open stream");
