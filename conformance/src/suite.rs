@@ -690,6 +690,14 @@ impl Runtime for Tweaked {
     }
 }
 
+/// `n` echo requests one after the other, the i-th of `i * step` bytes.
+async fn echo_one_by_one(conn: &Connection, n: usize, step: usize) {
+    for i in 0..n {
+        let body = pattern(i * step);
+        assert_eq!(conn.request(ECHO, body.clone()).await.unwrap(), body);
+    }
+}
+
 /// A handler answered in its first poll costs no task; one that waits gets one, and is
 /// still cancelled at its deadline.
 pub async fn answered_handlers_take_no_task(rt: Arc<dyn Runtime>) {
@@ -699,10 +707,7 @@ pub async fn answered_handlers_take_no_task(rt: Arc<dyn Runtime>) {
         c.wait_connected().await;
         let conn = c.conn(0, 1);
         let before = spawned.load(Ordering::SeqCst);
-        for i in 0..50 {
-            let body = pattern(i * 100);
-            assert_eq!(conn.request(ECHO, body.clone()).await.unwrap(), body);
-        }
+        echo_one_by_one(&conn, 50, 100).await;
         // One item fits the output capacity: the handler ends in its first poll.
         let mut s = conn
             .new_stream(PUSH, Some(Bytes::from_static(&[1])))
@@ -788,10 +793,7 @@ pub async fn socket_tasks_yield_after_a_handoff(rt: Arc<dyn Runtime>) {
             c.wait_connected().await;
             let conn = c.conn(0, 1);
             let before = yields.load(Ordering::SeqCst);
-            for i in 0..50 {
-                let body = pattern(i * 10);
-                assert_eq!(conn.request(ECHO, body.clone()).await.unwrap(), body);
-            }
+            echo_one_by_one(&conn, 50, 10).await;
             before
         })
         .await;
