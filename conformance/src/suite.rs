@@ -777,9 +777,8 @@ pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
 /// With `yield_after_handoff`, a socket task yields after each turn that handed work to
 /// other tasks: on the calling node after the turn that gave a caller its answer, on the
 /// answering node after the turn that started the handler. 50 requests one after the
-/// other make about 100 such turns (measured: 99 or 100; a yield after the calling
-/// node's turns alone would be about 50); without it, and with turns enough per poll,
-/// hardly any task yields.
+/// other make about 50 such turns on each node (measured: 50 on each, now and then 49 on
+/// the calling node on tokio); without it, and with turns enough per poll, none yields.
 pub async fn socket_tasks_yield_after_a_handoff(rt: Arc<dyn Runtime>) {
     for handoff in [true, false] {
         let pacing = Pacing {
@@ -787,30 +786,33 @@ pub async fn socket_tasks_yield_after_a_handoff(rt: Arc<dyn Runtime>) {
             turns_per_poll: 1_000,
             yield_after_handoff: handoff,
         };
-        let (counting, yields) = yields_counted(rt.clone(), pacing);
-        let c = cluster(&counting, 2).await;
+        let (caller_rt, caller) = yields_counted(rt.clone(), pacing);
+        let (answerer_rt, answerer) = yields_counted(rt.clone(), pacing);
+        let c = cluster_on(&[caller_rt, answerer_rt], |_, b| b).await;
         let before = within(&rt, LIMIT, async {
             c.wait_connected().await;
-            let conn = c.conn(0, 1);
-            let before = yields.load(Ordering::SeqCst);
-            echo_one_by_one(&conn, 50, 10).await;
+            let before = (
+                caller.load(Ordering::SeqCst),
+                answerer.load(Ordering::SeqCst),
+            );
+            echo_one_by_one(&c.conn(0, 1), 50, 10).await;
             before
         })
         .await;
         // A yield counts once its poll has returned, which may be after the caller has
         // its answer: counted once every task has ended.
         c.shutdown().await;
-        let n = yields.load(Ordering::SeqCst) - before;
+        let n = (
+            caller.load(Ordering::SeqCst) - before.0,
+            answerer.load(Ordering::SeqCst) - before.1,
+        );
         if handoff {
             assert!(
-                n >= 90,
-                "{n} yields for 50 requests with yield_after_handoff"
+                n.0 >= 45 && n.1 >= 45,
+                "{n:?} yields for 50 requests with a handoff"
             );
         } else {
-            assert!(
-                n < 50,
-                "{n} yields for 50 requests without yield_after_handoff"
-            );
+            assert!(n.0 + n.1 < 50, "{n:?} yields for 50 requests without");
         }
     }
 }
