@@ -594,18 +594,21 @@ pub fn yields_counted(
     rt: Arc<dyn Runtime>,
     pacing: Pacing,
 ) -> (Arc<dyn Runtime>, Arc<AtomicUsize>) {
-    let rt = Tweaked::new(rt, pacing);
-    let yields = rt.yields.clone();
+    let yields = Arc::new(AtomicUsize::new(0));
+    let rt = Tweaked {
+        yields: Some(yields.clone()),
+        ..Tweaked::new(rt, pacing)
+    };
     (Arc::new(rt), yields)
 }
 
-/// A runtime forwarding to another, with its own pacing and counts of spawned tasks
-/// and of their yields.
+/// A runtime forwarding to another, with its own pacing, a count of spawned tasks and,
+/// if asked for, of their yields.
 struct Tweaked {
     rt: Arc<dyn Runtime>,
     pacing: Pacing,
     spawned: Arc<AtomicUsize>,
-    yields: Arc<AtomicUsize>,
+    yields: Option<Arc<AtomicUsize>>,
 }
 
 impl Tweaked {
@@ -614,7 +617,7 @@ impl Tweaked {
             rt,
             pacing,
             spawned: Arc::default(),
-            yields: Arc::default(),
+            yields: None,
         }
     }
 }
@@ -669,8 +672,13 @@ impl Future for CountYields {
 impl Runtime for Tweaked {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         self.spawned.fetch_add(1, Ordering::SeqCst);
-        let yields = self.yields.clone();
-        self.rt.spawn(Box::pin(CountYields { task, yields }))
+        match &self.yields {
+            Some(yields) => {
+                let yields = yields.clone();
+                self.rt.spawn(Box::pin(CountYields { task, yields }))
+            }
+            None => self.rt.spawn(task),
+        }
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
