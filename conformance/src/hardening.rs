@@ -1223,10 +1223,11 @@ pub async fn max_muxes_at_the_edge(rt: Arc<dyn Runtime>) {
 
 /// A peer that pings at the WebSocket level while the node's answer is still being
 /// written: the node's pongs wait until the answer's last byte is out instead of cutting
-/// into it. A raw peer asks for the echo of 15 MiB (more than the two socket buffers
-/// hold), pauses so that the node's write blocks part way, then reads the answer while
-/// a second thread sends a ping every millisecond: the answer arrives intact, and pongs
-/// follow it.
+/// into it, and only the latest ping is answered. A raw peer asks for the echo of 15 MiB
+/// (more than the two socket buffers hold), pauses so that the node's write blocks part
+/// way, sends 500 pings at once, then reads the answer while a second thread sends a
+/// ping every millisecond: the answer arrives intact, pongs follow it, and of the 500
+/// only the last can have been answered.
 pub async fn websocket_pings_during_a_blocked_write(rt: Arc<dyn Runtime>) {
     let (node, addr, peer_host, _) = node_for_a_raw_peer(&rt);
     let (answer_ok, pongs) = within(
@@ -1236,14 +1237,24 @@ pub async fn websocket_pings_during_a_blocked_write(rt: Arc<dyn Runtime>) {
     )
     .await;
     assert!(answer_ok, "the 15 MiB answer arrived damaged");
-    assert!(pongs >= 1, "no pong after the answer");
+    assert!(!pongs.is_empty(), "no pong after the answer");
+    let burst: Vec<&Vec<u8>> = pongs.iter().filter(|p| p.len() == 2).collect();
+    assert!(
+        burst.iter().all(|p| p[..] == 499u16.to_be_bytes()),
+        "pongs for pings that a later ping replaced: {burst:?}"
+    );
     node.shutdown().await;
     assert_eq!(node.running_tasks(), 0);
 }
 
 /// The raw peer of [`websocket_pings_during_a_blocked_write`]: returns whether the
-/// echo of `len` bytes came back equal, and how many pongs followed it.
-fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) -> (bool, usize) {
+/// echo of `len` bytes came back equal, and the payloads of the pongs until the first
+/// one after it.
+fn pings_during_a_large_answer(
+    addr: SocketAddr,
+    peer_host: &str,
+    len: usize,
+) -> (bool, Vec<Vec<u8>>) {
     use grid_core::codec::{Flags, Frame, Op};
     use tungstenite::{Message, Utf8Bytes};
 
@@ -1257,6 +1268,14 @@ fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) ->
     request.payload = big.clone();
     ws.send(Message::Binary(request.to_bytes())).expect("send");
     std::thread::sleep(Duration::from_millis(200));
+    // 500 pings with 2-byte payloads, read by the node while its write is blocked.
+    let mut tcp = ws.get_ref().try_clone().expect("clone socket");
+    for i in 0..500u16 {
+        let [hi, lo] = i.to_be_bytes();
+        tcp.write_all(&[0x89, 0x82, 0, 0, 0, 0, hi, lo])
+            .expect("ping");
+    }
+    std::thread::sleep(Duration::from_millis(100));
     // Pings written straight to the socket (masked with a zero key), one a millisecond,
     // while this thread reads; nothing else writes until the pinger stops.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1274,17 +1293,17 @@ fn pings_during_a_large_answer(addr: SocketAddr, peer_host: &str, len: usize) ->
             }
         })
     };
-    let (mut answer_ok, mut pongs) = (None, 0);
-    while answer_ok.is_none() || pongs == 0 {
+    let (mut answer_ok, mut pongs) = (None, Vec::new());
+    while answer_ok.is_none() || pongs.is_empty() {
         match ws.read() {
             Ok(Message::Binary(m)) => {
                 if let Some(f) = frames(&m).into_iter().find(|f| f.op == Op::Response) {
                     answer_ok = Some(f.mux_id == 1 && f.payload == big);
                 }
             }
-            Ok(Message::Pong(_)) => pongs += 1,
+            Ok(Message::Pong(p)) => pongs.push(p.to_vec()),
             Ok(_) => {}
-            Err(e) => panic!("read after {pongs} pongs: {e}"),
+            Err(e) => panic!("read after {} pongs: {e}", pongs.len()),
         }
     }
     stop.store(true, Ordering::Relaxed);

@@ -16,18 +16,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, select};
 use futures_util::task::AtomicWaker;
-use futures_util::{SinkExt, StreamExt};
 use tracing::{debug, error, info, warn};
 
 use super::handler::{Cancelled, Handlers, Input, Output, RemoteError, Request, StreamCtx};
 use super::runtime::{BoxFuture, Runtime};
 use super::signal::{Notify, Signal, Tasks};
-use super::ws;
+use super::ws::{self, Inbound};
 use crate::codec::{self, Frame, Time};
 use crate::proto::muxmap::{MuxIdHash, keyed_map};
 use crate::proto::{
@@ -865,7 +863,6 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 /// is never shared between tasks and frames provoked by a read leave in the same turn.
 async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
     let shared = link.shared.clone();
-    let dials = link.dials;
     let pacing = shared.rt.pacing();
     let mut io = SocketTask {
         read_batch: pacing.read_batch.max(1),
@@ -884,8 +881,8 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
         inbound: Vec::new(),
         frames: Vec::new(),
         counts: Vec::new(),
-        // The dialer is the WebSocket client, whose frames are masked (RFC 6455 §5.3).
-        mask: dials.then(ws::MaskKeys::new),
+        close_code: None,
+        pong: None,
         buf: BytesMut::new(),
         out: VecDeque::new(),
         unflushed: false,
@@ -897,10 +894,12 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
         handlers: Vec::new(),
     };
     std::future::poll_fn(|cx| io.poll(cx)).await;
-    // Best effort: tell the peer, but never wait long on a dead socket.
+    // Best effort: tell the peer (answering its close, if it sent one), but never wait
+    // long on a dead socket.
     let mut ws = io.ws;
+    let code = io.close_code.unwrap_or(ws::CLOSE_NORMAL);
     let close = async {
-        let _ = ws.close(None).await;
+        ws.close(Some(code)).await;
     };
     let _ = select(
         Box::pin(close),
@@ -932,8 +931,10 @@ struct SocketTask {
     /// into messages (frames, encoded length).
     frames: Vec<Frame>,
     counts: Vec<(usize, usize)>,
-    /// The masking keys of a client's frames; `None` for a server.
-    mask: Option<ws::MaskKeys>,
+    /// The status code of the peer's close frame, which ours echoes.
+    close_code: Option<u16>,
+    /// The payload of the last ping, until its pong is queued.
+    pong: Option<Bytes>,
     buf: BytesMut,
     /// Batches of encoded messages, each message a whole WebSocket frame, not yet
     /// written; the first may be partly written.
@@ -1034,27 +1035,30 @@ impl SocketTask {
     /// `Ready(None)` asks for another turn at once.
     fn turn(&mut self, cx: &mut Context<'_>) -> Poll<Option<Stop>> {
         let mut failed = None;
-        // The socket is read only when it said it may have data: an attempt costs the
-        // WebSocket library a pass over its read buffer even when nothing is there.
+        // The socket is read only when it said it may have data: an attempt costs a
+        // system call even when nothing is there.
         self.read_wake.task.register(cx.waker());
         if self.read_wake.ready.swap(false, Ordering::AcqRel) {
             let waker = futures_util::task::waker_ref(&self.read_wake);
             let mut rcx = Context::from_waker(&waker);
             while self.inbound.len() < self.read_batch {
-                match self.ws.poll_next_unpin(&mut rcx) {
-                    Poll::Ready(Some(Ok(Message::Binary(b)))) => self.inbound.push(b),
-                    Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                match self.ws.poll_next(&mut rcx) {
+                    Poll::Ready(Ok(Some(Inbound::Binary(b)))) => self.inbound.push(b),
+                    // Only the latest ping is answered (RFC 6455 §5.5.3): a peer that
+                    // pings and does not read cannot make the pongs pile up.
+                    Poll::Ready(Ok(Some(Inbound::Ping(p)))) => self.pong = Some(p),
+                    Poll::Ready(Ok(Some(Inbound::Close(code)))) => {
+                        self.close_code = code;
                         failed = Some("peer closed the WebSocket".to_owned());
                         break;
                     }
-                    // Text messages are not part of the protocol; pings are answered by
-                    // the WebSocket layer.
-                    Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(Some(Err(e))) => {
+                    // Pongs and text messages are not part of the protocol.
+                    Poll::Ready(Ok(Some(Inbound::Skipped))) => {}
+                    Poll::Ready(Err(e)) => {
                         failed = Some(format!("read: {e}"));
                         break;
                     }
-                    Poll::Ready(None) => {
+                    Poll::Ready(Ok(None)) => {
                         failed = Some("connection closed by peer".to_owned());
                         break;
                     }
@@ -1099,7 +1103,7 @@ impl SocketTask {
         if blocked {
             // The stall timer measures time without progress: every byte the socket
             // takes starts it again, so a slow link that keeps moving is not a stall.
-            let written = self.ws.get_ref().written();
+            let written = self.ws.io.written();
             if written != self.written {
                 self.written = written;
                 self.stall_timer = None;
@@ -1187,7 +1191,7 @@ impl SocketTask {
         // behind its WebSocket frame header; the turn's messages leave as one batch.
         let mut at = 0;
         for (n, len) in self.counts.drain(..) {
-            let key = self.mask.as_mut().map(ws::MaskKeys::next_key);
+            let key = self.ws.mask.as_mut().map(ws::MaskKeys::next_key);
             ws::put_binary_header(&mut self.buf, len, key);
             let body = self.buf.len();
             codec::encode_message(&self.frames[at..at + n], &mut self.buf);
@@ -1212,19 +1216,14 @@ impl SocketTask {
     }
 
     /// Writes the queued batches and flushes them; returns whether everything queued
-    /// was written. The WebSocket library's own frames (pongs, answers to a close) go
-    /// out whole between two batches, never inside one.
+    /// was written. A pong goes ahead of the batches not yet started.
     fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
-        // A batch started earlier is finished before the library may write.
-        if self.ws.get_ref().mid_batch() && !self.write_first(cx)? {
+        if self.ws.io.mid_batch() && !self.write_first(cx)? {
             return Ok(false);
         }
-        // Whatever the library has queued goes first (and is flushed): a batch may only
-        // start on a frame boundary.
-        match self.ws.poll_flush_unpin(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
-            Poll::Pending => return Ok(false),
+        if let Some(p) = self.pong.take() {
+            self.ws.put_pong(&mut self.buf, &p);
+            self.out.push_front(self.buf.split().freeze());
         }
         while !self.out.is_empty() {
             if !self.write_first(cx)? {
@@ -1232,7 +1231,7 @@ impl SocketTask {
             }
         }
         if self.unflushed {
-            match self.ws.get_mut().poll_flush_frames(cx) {
+            match self.ws.io.poll_flush_frames(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
                 Poll::Ready(Err(e)) => return Err(format!("write: {e}")),
                 Poll::Pending => return Ok(false),
@@ -1244,7 +1243,7 @@ impl SocketTask {
     /// Writes the first queued batch; returns whether all of it was written.
     fn write_first(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
         let b = self.out.front_mut().expect("a batch is queued");
-        match self.ws.get_mut().poll_write_frames(cx, b) {
+        match self.ws.io.poll_write_frames(cx, b) {
             Poll::Ready(Ok(())) => {
                 self.out.pop_front();
                 self.unflushed = true;

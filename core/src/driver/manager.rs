@@ -575,31 +575,30 @@ async fn serve(inner: &Inner, io: BoxIo, peer: Option<SocketAddr>, tls: bool) {
 
 /// Runs the acceptor's handshake on an upgraded socket, then installs the session.
 async fn handshake(inner: &Inner, mut ws: ws::Socket, peer: Option<SocketAddr>, accepted: Instant) {
-    use async_tungstenite::tungstenite::Message;
-    use futures_util::StreamExt;
-
     let shared = &inner.shared;
     // The session's handshake deadline counts from the TCP accept.
     let mut session = Session::acceptor(shared.cluster.clone(), accepted, wall_now());
     while !session.is_connected() && !session.is_closed() {
         let at = session.poll_timeout().unwrap_or_else(Instant::now);
-        match select(ws.next(), shared.sleep_until(at)).await {
-            Either::Left((Some(Ok(Message::Binary(b))), _)) => {
+        let next = std::future::poll_fn(|cx| ws.poll_next(cx));
+        match select(Box::pin(next), shared.sleep_until(at)).await {
+            Either::Left((Ok(Some(ws::Inbound::Binary(b))), _)) => {
                 session.handle_message(Instant::now(), b)
             }
-            Either::Left((Some(Ok(Message::Close(_))) | None | Some(Err(_)), _)) => {
+            Either::Left((Ok(Some(ws::Inbound::Close(_)) | None) | Err(_), _)) => {
                 session.close(LostReason::Transport("closed during handshake".into()))
             }
-            Either::Left((Some(Ok(_)), _)) => {}
+            // Not part of the handshake: a ping this early goes unanswered.
+            Either::Left((Ok(Some(_)), _)) => {}
             Either::Right(_) => session.handle_timeout(Instant::now()),
         }
     }
     if session.is_closed() {
         let mut buf = bytes::BytesMut::new();
         while session.poll_transmit(&mut buf).is_some() {
-            let _ = ws.send(Message::Binary(buf.split().freeze())).await;
+            let _ = ws.send(&buf.split()).await;
         }
-        let _ = ws.close(None).await;
+        ws.close(Some(ws::CLOSE_NORMAL)).await;
         while let Some(ev) = session.poll_event() {
             if let crate::proto::Event::Lost(LostReason::RejectedPeer(reason)) = ev {
                 let who = peer.map_or("?".into(), |p| p.ip().to_string());
