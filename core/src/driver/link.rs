@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, select};
 use futures_util::task::AtomicWaker;
@@ -51,7 +50,6 @@ pub(crate) struct Shared {
     pub(crate) tasks: Tasks,
     /// (peer, reason) pairs of rejections already logged by the acceptor.
     pub(crate) rejections: Mutex<HashSet<(String, String)>>,
-    pub(crate) ws_config: WebSocketConfig,
     pub(crate) seed: u64,
     /// How this node speaks TLS, if it was given a configuration.
     #[cfg(feature = "tls")]

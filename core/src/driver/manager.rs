@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use bytes::Bytes;
 use futures_util::future::{Either, select};
 use tracing::{debug, info, warn};
@@ -274,13 +273,8 @@ impl ManagerBuilder {
         cluster.registry = self.handlers.registry.clone();
         cluster.validate_token = self.validator;
         cluster.config = self.config;
-        let max = cluster.config.max_frame_size;
         let shared = Arc::new(Shared {
             rt: rt.clone(),
-            ws_config: WebSocketConfig::default()
-                .read_buffer_size(READ_BUFFER)
-                .max_message_size(Some(max))
-                .max_frame_size(Some(max)),
             cluster: Arc::new(cluster),
             handlers: self.handlers,
             route: self.route,
@@ -455,11 +449,6 @@ impl Manager {
         debug!(target: "grid::manager", local = %self.local_host(), "manager shut down");
     }
 }
-
-/// The WebSocket read buffer. The library zeroes the whole free buffer before every
-/// read, so a smaller one than its 128 KiB default saves microseconds per message,
-/// while large messages still reserve their full length at once.
-const READ_BUFFER: usize = 64 * 1024;
 
 /// How long the listener pauses after an accept error that is not about one connection
 /// (out of descriptors or buffers): such an error lasts until something is freed, and

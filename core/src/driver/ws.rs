@@ -131,7 +131,7 @@ pub(crate) async fn dial(shared: &Arc<Shared>, remote: &str) -> Result<Socket, S
         .with_header("X-Minio-Time", now_ns.to_string());
     let mut io = Metered::new(io);
     io.cut = Some(HeaderCut::default());
-    let (ws, _) = async_tungstenite::client_async_with_config(req, io, Some(shared.ws_config))
+    let (ws, _) = async_tungstenite::client_async(req, io)
         .await
         .map_err(|e| match e {
             // A refused upgrade carries its reason in the body.
@@ -198,16 +198,12 @@ pub(crate) async fn accept(
         Err(reject(status, &text))
     };
     let _ = peer;
-    let ws = async_tungstenite::accept_hdr_async_with_config(
-        Metered::new(io),
-        callback,
-        Some(shared.ws_config),
-    )
-    .await
-    .map_err(|e| {
-        let why = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
-        why.unwrap_or_else(|| format!("upgrade: {e}"))
-    })?;
+    let ws = async_tungstenite::accept_hdr_async(Metered::new(io), callback)
+        .await
+        .map_err(|e| {
+            let why = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+            why.unwrap_or_else(|| format!("upgrade: {e}"))
+        })?;
     // The library refuses a request followed by anything before its answer, so nothing
     // it read is left behind.
     Ok(Socket::new(ws.into_inner(), false, max_message(shared)))
