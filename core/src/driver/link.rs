@@ -1173,6 +1173,10 @@ impl SocketTask {
             self.handed_off = true;
             self.link.start_handlers(&mut self.handlers);
             self.link.writer.take();
+            // The handlers' frames came after the ones taken above, which may have
+            // emptied the session; with the notifications held, only this flag says
+            // that frames wait if a round cannot take them all.
+            self.dirty = true;
             let mut st = self.link.lock();
             if st.epoch != self.epoch {
                 return None;
