@@ -198,6 +198,7 @@ mod tests {
             read_batch: 3,
             turns_per_poll: 5,
             yield_after_handoff: true,
+            write_round_bytes: 7,
         };
         let inner = crate::suite::paced(grid_async_std::smol_runtime(), pacing);
         let script = Arc::new(AcceptScript::default());

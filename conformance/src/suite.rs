@@ -602,13 +602,69 @@ pub fn yields_counted(
     (Arc::new(rt), yields)
 }
 
+/// `rt` paced as `pacing` says, noting the largest write its dialers' sockets are given
+/// (what a socket task writes at once).
+pub fn writes_measured(
+    rt: Arc<dyn Runtime>,
+    pacing: Pacing,
+) -> (Arc<dyn Runtime>, Arc<AtomicUsize>) {
+    let largest = Arc::new(AtomicUsize::new(0));
+    let rt = Tweaked {
+        largest_write: Some(largest.clone()),
+        ..Tweaked::new(rt, pacing)
+    };
+    (Arc::new(rt), largest)
+}
+
 /// A runtime forwarding to another, with its own pacing, a count of spawned tasks and,
-/// if asked for, of their yields.
+/// if asked for, of their yields and of the largest write on the sockets it connects.
 struct Tweaked {
     rt: Arc<dyn Runtime>,
     pacing: Pacing,
     spawned: Arc<AtomicUsize>,
     yields: Option<Arc<AtomicUsize>>,
+    largest_write: Option<Arc<AtomicUsize>>,
+}
+
+/// A socket noting the largest buffer it is asked to write.
+struct WriteSizes {
+    io: BoxIo,
+    largest: Arc<AtomicUsize>,
+}
+
+impl futures_util::io::AsyncRead for WriteSizes {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl futures_util::io::AsyncWrite for WriteSizes {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.largest.fetch_max(buf.len(), Ordering::SeqCst);
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_close(cx)
+    }
 }
 
 impl Tweaked {
@@ -618,6 +674,7 @@ impl Tweaked {
             pacing,
             spawned: Arc::default(),
             yields: None,
+            largest_write: None,
         }
     }
 }
@@ -686,7 +743,14 @@ impl Runtime for Tweaked {
     }
 
     fn connect(&self, addr: String) -> BoxFuture<'static, std::io::Result<BoxIo>> {
-        self.rt.connect(addr)
+        let connect = self.rt.connect(addr);
+        match self.largest_write.clone() {
+            None => connect,
+            Some(largest) => Box::pin(async move {
+                let io = connect.await?;
+                Ok(Box::new(WriteSizes { io, largest }) as BoxIo)
+            }),
+        }
     }
 
     fn listener(&self, listener: std::net::TcpListener) -> std::io::Result<Box<dyn Listener>> {
@@ -741,16 +805,22 @@ pub async fn answered_handlers_take_no_task(rt: Arc<dyn Runtime>) {
 }
 
 /// Every pacing moves every message: the shortest turns (zero counts as one), short ones
-/// and long ones, with and without a yield after a handoff, each carrying 2,000 stream
-/// items and 64 concurrent 64 KiB requests both ways at once, so reads stop at the batch
-/// limit with more waiting.
+/// and long ones, with and without a yield after a handoff, write batches of one message
+/// up to a megabyte, each carrying 2,000 stream items and 64 concurrent 64 KiB requests
+/// both ways at once, so reads stop at the batch limit with more waiting.
 pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
-    let turns = [(0, 0, false), (1, 1, true), (2, 1, false), (64, 16, true)];
-    for (read_batch, turns_per_poll, yield_after_handoff) in turns {
+    let turns = [
+        (0, 0, false, 0),
+        (1, 1, true, 1),
+        (2, 1, false, 64 << 10),
+        (64, 16, true, 1 << 20),
+    ];
+    for (read_batch, turns_per_poll, yield_after_handoff, write_round_bytes) in turns {
         let pacing = Pacing {
             read_batch,
             turns_per_poll,
             yield_after_handoff,
+            write_round_bytes,
         };
         let prt = paced(rt.clone(), pacing);
         let c = cluster(&prt, 2).await;
@@ -782,6 +852,58 @@ pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
     }
 }
 
+/// A socket task writes about [`Pacing::write_round_bytes`] at once: 64 requests of
+/// 64 KiB, started together, leave in batches of at most the round and one message with
+/// rounds of one message and of 256 KiB, and in batches over a megabyte with a 4 MiB
+/// round. The calls are made from the dialing node, whose socket's writes are measured.
+/// The answering node reads up to 64 requests a turn and answers them in it, more than
+/// one round holds: what is left must still go out without another wake-up (pings are
+/// an hour apart here, so a stalled link would not be moved again within the limit).
+pub async fn write_batches_follow_the_pacing(rt: Arc<dyn Runtime>) {
+    let body = pattern(64 << 10);
+    // The answer to a request of `body` is larger by its frame's few dozen bytes.
+    let message = body.len() + 1024;
+    for round in [0, 256 << 10, 4 << 20] {
+        let pacing = Pacing {
+            write_round_bytes: round,
+            ..Pacing::default()
+        };
+        let (prt, largest) = writes_measured(rt.clone(), pacing);
+        let c = cluster_on(&[prt.clone(), prt], |_, b| {
+            let mut cfg = test_config();
+            cfg.ping_interval = Duration::from_secs(3600);
+            cfg.pong_timeout = Duration::from_secs(7200);
+            b.config(cfg)
+        })
+        .await;
+        within(&rt, LIMIT, async {
+            let conn = match c.conn(0, 1) {
+                dialer if dialer.dials() => dialer,
+                _ => c.conn(1, 0),
+            };
+            let calls = (0..64).map(|_| {
+                let (conn, body) = (conn.clone(), body.clone());
+                async move { assert_eq!(conn.request(ECHO, body.clone()).await, Ok(body)) }
+            });
+            futures_util::future::join_all(calls).await;
+        })
+        .await;
+        c.shutdown().await;
+        let largest = largest.load(Ordering::SeqCst);
+        if round <= 1 << 20 {
+            assert!(
+                largest <= round + message,
+                "a {largest}-byte write, round {round}"
+            );
+        } else {
+            assert!(
+                largest > 1 << 20,
+                "the largest write {largest} bytes, round {round}"
+            );
+        }
+    }
+}
+
 /// With `yield_after_handoff`, a socket task yields after each turn that handed work to
 /// other tasks: on the calling node after the turn that gave a caller its answer, on the
 /// answering node after the turn that started the handler. 50 requests one after the
@@ -793,6 +915,7 @@ pub async fn socket_tasks_yield_after_a_handoff(rt: Arc<dyn Runtime>) {
             read_batch: 64,
             turns_per_poll: 1_000,
             yield_after_handoff: handoff,
+            ..Pacing::default()
         };
         let (caller_rt, caller) = yields_counted(rt.clone(), pacing);
         let (answerer_rt, answerer) = yields_counted(rt.clone(), pacing);
@@ -1340,6 +1463,7 @@ macro_rules! suite_tests {
             dropped_request_returns_at_once,
             stream_roundtrip,
             every_pacing_moves_every_message,
+            write_batches_follow_the_pacing,
             socket_tasks_yield_after_a_handoff,
             answered_handlers_take_no_task,
             stream_cancel,

@@ -68,6 +68,7 @@ impl Executor for AsyncStdExecutor {
             read_batch: 2,
             turns_per_poll: 16,
             yield_after_handoff: true,
+            ..Pacing::default()
         }
     }
 }

@@ -34,8 +34,6 @@ use crate::proto::{
 
 const TARGET: &str = "grid::link";
 
-/// How many encoded bytes the socket task takes from the session per turn before writing.
-const WRITE_ROUND_BYTES: usize = 1 << 20;
 /// How many frames the socket task takes from the session per turn before writing.
 const WRITE_ROUND_FRAMES: usize = 4096;
 
@@ -866,6 +864,7 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
         read_batch: pacing.read_batch.max(1),
         turns_per_poll: pacing.turns_per_poll.max(1),
         yield_after_handoff: pacing.yield_after_handoff,
+        write_round: pacing.write_round_bytes.max(1),
         handed_off: false,
         stall: shared.cluster.config.write_stall_timeout,
         link,
@@ -923,6 +922,8 @@ struct SocketTask {
     turns_per_poll: usize,
     /// Yield after a turn that handed work to other tasks.
     yield_after_handoff: bool,
+    /// About this many encoded bytes are taken from the session per turn.
+    write_round: usize,
     /// The last turn started handlers or answered callers.
     handed_off: bool,
     /// Frames taken from the session, to encode outside the lock; `counts` splits them
@@ -976,8 +977,9 @@ enum Stop {
     Failed(String),
 }
 
-/// Takes the session's frames to write when `take` (the socket is idle): about a
-/// megabyte, or a few thousand frames, per turn, so the socket gets busy sooner, the
+/// Takes the session's frames to write when `take` (the socket is idle): about `round`
+/// bytes ([`Pacing::write_round_bytes`](super::Pacing)), or a few thousand frames, per
+/// turn, so the socket gets busy sooner, the
 /// task's buffers stay small however many tiny frames are queued, and the rest waits in
 /// the session, where it counts against the queue limits. A closed session's last frames
 /// all leave now. Clears `dirty` once every frame is taken. Returns the session's next
@@ -988,12 +990,13 @@ fn take_frames(
     frames: &mut Vec<Frame>,
     counts: &mut Vec<(usize, usize)>,
     dirty: &mut bool,
+    round: usize,
 ) -> Option<(Option<Instant>, bool)> {
     let s = st.session.as_mut()?;
     if take {
         let last = s.is_closed();
         let mut bytes: usize = counts.iter().map(|&(_, len)| len).sum();
-        while last || (bytes < WRITE_ROUND_BYTES && frames.len() < WRITE_ROUND_FRAMES) {
+        while last || (bytes < round && frames.len() < WRITE_ROUND_FRAMES) {
             let Some(t) = s.poll_transmit_frames(frames) else {
                 *dirty = false;
                 break;
@@ -1158,6 +1161,7 @@ impl SocketTask {
                 &mut self.frames,
                 &mut self.counts,
                 &mut self.dirty,
+                self.write_round,
             )?;
             // Last under the lock: the callers it wakes find it free.
             self.handed_off |= self.link.pump(&mut st);
@@ -1187,6 +1191,7 @@ impl SocketTask {
                 &mut self.frames,
                 &mut self.counts,
                 &mut self.dirty,
+                self.write_round,
             )?;
         }
         // Encoding and checksumming happen without the lock, each message straight

@@ -62,15 +62,22 @@ pub struct Pacing {
     /// tasks already queued (those callers among them), instead of going on with more
     /// turns; turns that only move stream items keep going.
     pub yield_after_handoff: bool,
+    /// About how many encoded bytes the socket task takes from the session per turn and
+    /// writes as one batch; the rest waits in the session. A message is never split, so a
+    /// batch passes this by less than one message; zero takes one message per turn.
+    /// Smaller batches keep the buffer they are encoded into in the cache.
+    pub write_round_bytes: usize,
 }
 
 impl Default for Pacing {
-    /// 64 messages per turn, 16 turns per poll, no yield after a handoff.
+    /// 64 messages per turn, 16 turns per poll, no yield after a handoff, batches of
+    /// about a megabyte.
     fn default() -> Self {
         Pacing {
             read_batch: 64,
             turns_per_poll: 16,
             yield_after_handoff: false,
+            write_round_bytes: 1 << 20,
         }
     }
 }
