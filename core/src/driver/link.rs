@@ -979,9 +979,9 @@ enum Stop {
 
 /// Takes the session's frames to write when `take` (the socket is idle): about `round`
 /// bytes ([`Pacing::write_round_bytes`](super::Pacing)), or a few thousand frames, per
-/// turn, so the socket gets busy sooner, the
-/// task's buffers stay small however many tiny frames are queued, and the rest waits in
-/// the session, where it counts against the queue limits. A closed session's last frames
+/// turn, so the socket gets busy sooner, the task's buffers stay small however many tiny
+/// frames are queued, and the rest waits in the session, where it counts against the
+/// queue limits. A closed session's last frames
 /// all leave now. Clears `dirty` once every frame is taken. Returns the session's next
 /// deadline and whether it is closed; `None` when the session is gone.
 fn take_frames(

@@ -65,7 +65,8 @@ pub struct Pacing {
     /// About how many encoded bytes the socket task takes from the session per turn and
     /// writes as one batch; the rest waits in the session. A message is never split, so a
     /// batch passes this by less than one message; zero takes one message per turn.
-    /// Smaller batches keep the buffer they are encoded into in the cache.
+    /// Smaller batches reach the socket sooner and need a smaller buffer to encode into;
+    /// larger ones take fewer turns and writes.
     pub write_round_bytes: usize,
 }
 
