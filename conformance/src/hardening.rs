@@ -1277,10 +1277,10 @@ fn pings_during_a_large_answer(
     }
     std::thread::sleep(Duration::from_millis(100));
     // Pings written straight to the socket (masked with a zero key), one a millisecond,
-    // while this thread reads; nothing else writes until the pinger stops.
+    // from the same clone, while this thread reads; nothing else writes until the
+    // pinger stops.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pinger = {
-        let mut tcp = ws.get_ref().try_clone().expect("clone socket");
         let stop = stop.clone();
         std::thread::spawn(move || {
             for i in 0u8.. {
