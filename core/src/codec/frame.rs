@@ -1,6 +1,7 @@
 //! One grid frame: the msgpack 7-array, then the optional subroute and CRC trailers.
 
 use std::fmt;
+use std::hash::Hasher;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -349,6 +350,34 @@ impl Frame {
         self.encode_after(out, &head[..head_len]);
     }
 
+    /// [`Frame::encode`], except that a payload of at least `split.min` bytes is not
+    /// copied: it goes to `split.take` when `out` holds the bytes before it, and the bytes
+    /// after it are appended to `out` then. The CRC covers the payload as always.
+    pub fn encode_split(&self, out: &mut BytesMut, split: &mut PayloadSplit<'_>) {
+        if self.payload.len() < split.min {
+            return self.encode(out);
+        }
+        let (head, head_len) = self.head();
+        let head = &head[..head_len];
+        out.reserve(head_len + self.trailers_len());
+        out.extend_from_slice(head);
+        let crc = self.flags.contains(Flags::CRC).then(|| {
+            let mut h = twox_hash::XxHash3_64::new();
+            h.write(head);
+            h.write(&self.payload);
+            h
+        });
+        (split.take)(out, &self.payload);
+        let at = out.len();
+        if let Some(s) = &self.subroute {
+            out.extend_from_slice(s.as_bytes());
+        }
+        if let Some(mut h) = crc {
+            h.write(&out[at..]);
+            out.put_u32_le(h.finish() as u32);
+        }
+    }
+
     /// The 7-array up to the payload's bin header included, written on the stack (one
     /// copy into the output instead of a capacity check per byte).
     #[inline]
@@ -405,6 +434,16 @@ impl Frame {
         self.encode(&mut out);
         out.freeze()
     }
+}
+
+/// Payloads an encoder hands over instead of copying them ([`Frame::encode_split`]):
+/// those of at least `min` bytes go to `take`, with the output holding the bytes that
+/// come before them (which `take` may move elsewhere first).
+pub struct PayloadSplit<'a> {
+    /// The smallest payload handed over.
+    pub min: usize,
+    /// Called with the output so far and each payload handed over.
+    pub take: &'a mut dyn FnMut(&mut BytesMut, &Bytes),
 }
 
 /// The longest [`Frame::head`]: the array header, six integers (1 + 9 + 5 + 5 + 2 +

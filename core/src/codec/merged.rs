@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::DecodeError;
-use super::frame::{self, Frame, Op};
+use super::frame::{self, Frame, Op, PayloadSplit};
 use super::msgpack::{self, Reader};
 
 /// The container header for `count` inner frames: an ordinary 7-array with op 17, seq =
@@ -65,6 +65,45 @@ pub fn encode_message(frames: &[Frame], out: &mut BytesMut) {
         [] => {}
         [f] => f.encode(out),
         many => encode_merged(many, out),
+    }
+}
+
+/// [`encode_message`], with the payloads of at least `split.min` bytes handed to
+/// `split.take` instead of copied ([`Frame::encode_split`]): the message is what `take`
+/// moved out of `out` and the payloads, in the order they were handed over, followed
+/// by what is left in `out`.
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use grid_core::codec::{self, Frame, Op, PayloadSplit};
+///
+/// let mut f = Frame::new(Op::Response);
+/// f.payload = Bytes::from(vec![7; 1000]);
+/// let frames = [f.clone(), f];
+/// let mut parts: Vec<Bytes> = Vec::new();
+/// let mut out = BytesMut::new();
+/// let mut take = |out: &mut BytesMut, payload: &Bytes| {
+///     parts.push(out.split().freeze());
+///     parts.push(payload.clone());
+/// };
+/// codec::encode_message_split(&frames, &mut out, &mut PayloadSplit { min: 512, take: &mut take });
+/// parts.push(out.freeze());
+/// let mut whole = BytesMut::new();
+/// codec::encode_message(&frames, &mut whole);
+/// assert_eq!(parts.concat(), whole);
+/// ```
+pub fn encode_message_split(frames: &[Frame], out: &mut BytesMut, split: &mut PayloadSplit<'_>) {
+    match frames {
+        [] => {}
+        [f] => f.encode_split(out, split),
+        many => {
+            let count = u32::try_from(many.len()).expect("merged container of over 4G frames");
+            put_header(out, count);
+            for f in many {
+                msgpack::put_bin_header(out, f.encoded_len());
+                f.encode_split(out, split);
+            }
+        }
     }
 }
 
@@ -183,6 +222,60 @@ impl Iterator for MergedFrames {
                 self.failed = true;
                 Some(Err(e))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::{Flags, SubrouteId};
+
+    fn frame(payload_len: usize, crc: bool, subroute: bool) -> Frame {
+        let mut f = Frame::new(Op::MuxServerMsg);
+        f.mux_id = 300;
+        f.seq = 70_000;
+        f.handler = 9;
+        f.flags = if crc { Flags::CRC } else { Flags::default() };
+        f.payload = (0..payload_len).map(|i| i as u8).collect::<Vec<_>>().into();
+        f.subroute = subroute.then(|| SubrouteId::new(9, "a/b"));
+        f
+    }
+
+    proptest! {
+        /// A message encoded with its large payloads handed over is, put back together
+        /// in order, the same bytes as the message encoded whole (CRCs included), and
+        /// the payloads handed over are the frames' own buffers, not copies.
+        #[test]
+        fn split_messages_put_together_are_the_whole_message(
+            shapes in proptest::collection::vec((0usize..3000, any::<bool>(), any::<bool>()), 1..5),
+            min in prop_oneof![Just(0usize), 1usize..3000, Just(usize::MAX)],
+        ) {
+            let frames: Vec<Frame> =
+                shapes.iter().map(|&(n, crc, sub)| frame(n, crc, sub)).collect();
+            let mut whole = BytesMut::new();
+            encode_message(&frames, &mut whole);
+
+            let mut parts: Vec<Bytes> = Vec::new();
+            let mut handed: Vec<*const u8> = Vec::new();
+            let mut out = BytesMut::new();
+            let mut take = |before: &mut BytesMut, payload: &Bytes| {
+                parts.push(before.split().freeze());
+                parts.push(payload.clone());
+                handed.push(payload.as_ptr());
+            };
+            encode_message_split(&frames, &mut out, &mut PayloadSplit { min, take: &mut take });
+            parts.push(out.freeze());
+            prop_assert_eq!(parts.concat(), whole.to_vec());
+
+            let large: Vec<*const u8> = frames
+                .iter()
+                .filter(|f| f.payload.len() >= min)
+                .map(|f| f.payload.as_ptr())
+                .collect();
+            prop_assert_eq!(handed, large);
         }
     }
 }
