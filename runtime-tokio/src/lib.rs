@@ -20,12 +20,13 @@
 //! # Ok(()) }
 //! ```
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_tungstenite::tokio::TokioAdapter;
 pub use grid_core::codec;
 pub use grid_core::driver::*;
 pub use grid_core::proto::{CallError, Config, RegisterError};
@@ -62,12 +63,57 @@ pub fn runtime() -> Arc<dyn Runtime> {
 
 struct TokioListener(tokio::net::TcpListener);
 
+/// tokio's TCP stream under the I/O traits of `futures`, which the driver uses; vectored
+/// writes are passed on (the driver writes large payloads from their own buffers).
+struct TcpIo(tokio::net::TcpStream);
+
+impl futures_util::io::AsyncRead for TcpIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut b = tokio::io::ReadBuf::new(buf);
+        match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.0), cx, &mut b) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(b.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures_util::io::AsyncWrite for TcpIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write_vectored(Pin::new(&mut self.0), cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(Pin::new(&mut self.0), cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.0), cx)
+    }
+}
+
 impl Listener for TokioListener {
     fn accept(&self) -> BoxFuture<'_, io::Result<(BoxIo, SocketAddr)>> {
         Box::pin(async move {
             let (s, peer) = self.0.accept().await?;
             s.set_nodelay(true)?;
-            Ok((Box::new(TokioAdapter::new(s)) as BoxIo, peer))
+            Ok((Box::new(TcpIo(s)) as BoxIo, peer))
         })
     }
 
@@ -92,7 +138,7 @@ impl Runtime for Tokio {
         let task = self.handle.spawn(async move {
             let s = tokio::net::TcpStream::connect(addr).await?;
             s.set_nodelay(true)?;
-            Ok(Box::new(TokioAdapter::new(s)) as BoxIo)
+            Ok(Box::new(TcpIo(s)) as BoxIo)
         });
         Box::pin(async move { task.await.map_err(io::Error::other)? })
     }
@@ -115,6 +161,32 @@ impl Runtime for Tokio {
             turns_per_poll: 1,
             ..Pacing::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    use super::*;
+
+    /// Several slices leave in one vectored write (tokio's own, not the one-slice
+    /// fallback of the `futures` trait), and what is written reads back.
+    #[tokio::test]
+    async fn vectored_writes_reach_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dial = tokio::spawn(async move { tokio::net::TcpStream::connect(addr).await });
+        let (server, _) = listener.accept().await.unwrap();
+        let (mut a, mut b) = (TcpIo(dial.await.unwrap().unwrap()), TcpIo(server));
+        let parts = [&b"grid "[..], b"over ", b"one socket"];
+        let slices = parts.map(IoSlice::new);
+        let n = std::future::poll_fn(|cx| Pin::new(&mut a).poll_write_vectored(cx, &slices));
+        assert_eq!(n.await.unwrap(), 20);
+        a.close().await.unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"grid over one socket");
     }
 }
 

@@ -25,7 +25,7 @@ use super::handler::{Cancelled, Handlers, Input, Output, RemoteError, Request, S
 use super::runtime::{BoxFuture, Runtime};
 use super::signal::{Notify, Signal, Tasks};
 use super::ws::{self, Inbound};
-use crate::codec::{self, Frame, Time};
+use crate::codec::{Frame, Time};
 use crate::proto::muxmap::{MuxIdHash, keyed_map};
 use crate::proto::{
     Backoff, CallError, Cluster, Dir, Event, HandlerKey, HandlerKind, LostReason, MuxKey, Read,
@@ -935,9 +935,9 @@ struct SocketTask {
     /// The payload of the last ping, until its pong is queued.
     pong: Option<Bytes>,
     buf: BytesMut,
-    /// Batches of encoded messages, each message a whole WebSocket frame, not yet
-    /// written; the first may be partly written.
-    out: VecDeque<Bytes>,
+    /// Encoded messages not yet written, each a whole WebSocket frame, in segments (a
+    /// large payload is a segment of its own); the first may be partly written.
+    out: VecDeque<ws::Segment>,
     /// Bytes written to the socket since its last flush.
     unflushed: bool,
     /// The session may have frames to send or a new next deadline.
@@ -1194,23 +1194,14 @@ impl SocketTask {
                 self.write_round,
             )?;
         }
-        // Encoding and checksumming happen without the lock, each message straight
-        // behind its WebSocket frame header; the turn's messages leave as one batch.
-        let mut at = 0;
-        for (n, len) in self.counts.drain(..) {
-            let key = self.ws.mask.as_mut().map(ws::MaskKeys::next_key);
-            ws::put_binary_header(&mut self.buf, len, key);
-            let body = self.buf.len();
-            codec::encode_message(&self.frames[at..at + n], &mut self.buf);
-            debug_assert_eq!(self.buf.len() - body, len, "Transmit::len is exact");
-            if let Some(key) = key {
-                ws::apply_mask(&mut self.buf[body..], key);
-            }
-            at += n;
-        }
-        if !self.buf.is_empty() {
-            self.out.push_back(self.buf.split().freeze());
-        }
+        // Encoding and checksumming happen without the lock.
+        ws::encode_round(
+            &self.frames,
+            self.counts.drain(..),
+            self.ws.mask.as_mut(),
+            &mut self.buf,
+            &mut self.out,
+        );
         self.frames.clear();
         if let Some(at) = next {
             // Re-armed only when the deadline moved earlier: a timer that fires early
@@ -1223,19 +1214,20 @@ impl SocketTask {
     }
 
     /// Writes the queued batches and flushes them; returns whether everything queued
-    /// was written. A pong goes ahead of the batches not yet started.
+    /// was written. A pong goes ahead of the batches, where no frame is partly written.
     fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
-        if self.ws.io.mid_batch() && !self.write_first(cx)? {
+        if self.ws.io.mid_batch() && !self.write_out(cx, true)? {
             return Ok(false);
         }
         if let Some(p) = self.pong.take() {
             self.ws.put_pong(&mut self.buf, &p);
-            self.out.push_front(self.buf.split().freeze());
+            self.out.push_front(ws::Segment {
+                bytes: self.buf.split().freeze(),
+                edge: true,
+            });
         }
-        while !self.out.is_empty() {
-            if !self.write_first(cx)? {
-                return Ok(false);
-            }
+        if !self.write_out(cx, false)? {
+            return Ok(false);
         }
         if self.unflushed {
             match self.ws.io.poll_flush_frames(cx) {
@@ -1247,12 +1239,14 @@ impl SocketTask {
         Ok(true)
     }
 
-    /// Writes the first queued batch; returns whether all of it was written.
-    fn write_first(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
-        let b = self.out.front_mut().expect("a batch is queued");
-        match self.ws.io.poll_write_frames(cx, b) {
+    /// Writes the queued segments, all of them or (`to_edge`) up to the end of a frame;
+    /// returns whether that was done.
+    fn write_out(&mut self, cx: &mut Context<'_>, to_edge: bool) -> Result<bool, String> {
+        if self.out.is_empty() {
+            return Ok(true);
+        }
+        match self.ws.io.poll_write_segments(cx, &mut self.out, to_edge) {
             Poll::Ready(Ok(())) => {
-                self.out.pop_front();
                 self.unflushed = true;
                 Ok(true)
             }

@@ -1,9 +1,10 @@
 //! The WebSocket upgrade, both ways (`PROTOCOL.md` §3.1), over TLS for TLS hosts; the
 //! frames, which Grid reads and writes itself; the socket under the WebSocket.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 
 use super::link::Shared;
 use super::runtime::BoxIo;
+use crate::codec::{self, Frame, PayloadSplit};
 
 /// Where a host string points: the socket address to connect to, the WebSocket URL of
 /// the upgrade, and whether the link to it runs over TLS.
@@ -607,6 +609,73 @@ impl HeaderCut {
     }
 }
 
+/// Payloads from this size up are written from their own buffers instead of being
+/// copied behind their headers, where frames are not masked (a server's).
+const SPLIT_PAYLOAD: usize = 16 * 1024;
+
+/// Encodes a round of messages onto `out`: the messages are `frames` cut by `counts`
+/// (frames, encoded length), each encoded and checksummed straight behind its
+/// WebSocket frame header, masked with keys from `mask` when given. Unmasked, payloads
+/// of [`SPLIT_PAYLOAD`] bytes or more are not copied: they go out as segments of their
+/// own, between the bytes before and after them. The round's last segment ends a frame.
+pub(crate) fn encode_round(
+    frames: &[Frame],
+    counts: impl Iterator<Item = (usize, usize)>,
+    mut mask: Option<&mut MaskKeys>,
+    buf: &mut BytesMut,
+    out: &mut VecDeque<Segment>,
+) {
+    let mut take = |before: &mut BytesMut, payload: &Bytes| {
+        out.push_back(Segment {
+            bytes: before.split().freeze(),
+            edge: false,
+        });
+        out.push_back(Segment {
+            bytes: payload.clone(),
+            edge: false,
+        });
+    };
+    let mut at = 0;
+    for (n, len) in counts {
+        let message = &frames[at..at + n];
+        at += n;
+        let Some(keys) = mask.as_deref_mut() else {
+            put_binary_header(buf, len, None);
+            let split = &mut PayloadSplit {
+                min: SPLIT_PAYLOAD,
+                take: &mut take,
+            };
+            codec::encode_message_split(message, buf, split);
+            continue;
+        };
+        let key = keys.next_key();
+        put_binary_header(buf, len, Some(key));
+        let body = buf.len();
+        codec::encode_message(message, buf);
+        debug_assert_eq!(buf.len() - body, len, "Transmit::len is exact");
+        apply_mask(&mut buf[body..], key);
+    }
+    if !buf.is_empty() {
+        out.push_back(Segment {
+            bytes: buf.split().freeze(),
+            edge: true,
+        });
+    } else if let Some(last) = out.back_mut() {
+        // The round ended with a payload: so did its last frame.
+        last.edge = true;
+    }
+}
+
+/// Bytes queued for the socket: part of one or more WebSocket frames.
+pub(crate) struct Segment {
+    pub(crate) bytes: Bytes,
+    /// A frame ends where these bytes end.
+    pub(crate) edge: bool,
+}
+
+/// The most segments one vectored write is given.
+const MAX_SLICES: usize = 64;
+
 /// The socket under a WebSocket, counting the bytes written to it (the socket task tells
 /// a slow link that is still moving from a stalled one by this count) and carrying the
 /// frames Grid writes itself ([`Metered::poll_write_frames`]).
@@ -663,6 +732,45 @@ impl Metered {
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Writes the segments in `out` as far as the socket takes them (several per system
+    /// call where it supports vectored writes), removing what it took: `Ready(Ok)` once
+    /// `out` is empty, or with `to_edge` once the last byte written ends a frame.
+    pub(crate) fn poll_write_segments(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut VecDeque<Segment>,
+        to_edge: bool,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if out.is_empty() || (to_edge && !self.mid_batch) {
+                return Poll::Ready(Ok(()));
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = out
+                .iter()
+                .zip(&mut slices)
+                .map(|(s, slice)| *slice = IoSlice::new(&s.bytes))
+                .count();
+            let mut w = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(w)) => w,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.written += w as u64;
+            while let Some(s) = out.front_mut().filter(|_| w > 0) {
+                if w < s.bytes.len() {
+                    s.bytes.advance(w);
+                    self.mid_batch = true;
+                    break;
+                }
+                w -= s.bytes.len();
+                self.mid_batch = !s.edge;
+                out.pop_front();
+            }
+        }
     }
 
     /// Writes to the socket, counting what it took.
@@ -951,12 +1059,184 @@ mod tests {
             g.0.extend_from_slice(&buf[..n]);
             Poll::Ready(Ok(n))
         }
+        /// Takes from several slices at once, up to the allowance.
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut g = self.0.lock().unwrap();
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(g.1);
+                g.1 -= k;
+                g.0.extend_from_slice(&b[..k]);
+                n += k;
+            }
+            if n == 0 {
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(n))
+        }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
         fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// A round of messages reads back through the WebSocket library as the messages
+    /// encoded whole, masked or not. Unmasked, the large payloads are the frames' own
+    /// buffers, each segment marked as ending a frame does, and so does the last.
+    #[test]
+    fn rounds_read_back_as_their_messages() {
+        use crate::codec::{Flags, Op, SubrouteId};
+        let frame = |len: usize, crc: bool, sub: bool| {
+            let mut f = Frame::new(Op::MuxServerMsg);
+            f.mux_id = 5;
+            f.flags = if crc { Flags::CRC } else { Flags::default() };
+            f.payload = (0..len).map(|i| (i * 7) as u8).collect::<Vec<_>>().into();
+            f.subroute = sub.then(|| SubrouteId::new(3, "r"));
+            f
+        };
+        let messages = [
+            vec![frame(20_000, true, false)],
+            vec![
+                frame(100, true, false),
+                frame(40_000, true, true),
+                frame(SPLIT_PAYLOAD, false, false),
+                frame(5, true, false),
+            ],
+            vec![frame(SPLIT_PAYLOAD - 1, true, false)],
+            vec![frame(70_000, false, false)],
+        ];
+        let whole: Vec<Vec<u8>> = messages
+            .iter()
+            .map(|m| {
+                let mut b = BytesMut::new();
+                codec::encode_message(m, &mut b);
+                b.to_vec()
+            })
+            .collect();
+        let frames: Vec<Frame> = messages.concat();
+        let counts = messages.iter().zip(&whole).map(|(m, w)| (m.len(), w.len()));
+        for masked in [false, true] {
+            let mut keys = MaskKeys::new();
+            let (mut buf, mut out) = (BytesMut::new(), VecDeque::new());
+            let mask = masked.then_some(&mut keys);
+            encode_round(&frames, counts.clone(), mask, &mut buf, &mut out);
+            let wire: Vec<u8> = out.iter().flat_map(|s| s.bytes.to_vec()).collect();
+            let role = if masked { Role::Server } else { Role::Client };
+            assert_eq!(
+                read_back(wire.clone(), role, whole.len()),
+                Ok(whole.clone())
+            );
+
+            let mut ends = Vec::new();
+            let mut at = 0;
+            while at < wire.len() {
+                let (h, n) = parse_header(&wire[at..]).unwrap().unwrap();
+                at += n + h.len as usize;
+                ends.push(at);
+            }
+            let mut at = 0;
+            for s in &out {
+                at += s.bytes.len();
+                assert!(
+                    !s.edge || ends.contains(&at),
+                    "edge at {at}, frames end at {ends:?}"
+                );
+            }
+            assert!(out.back().is_some_and(|s| s.edge));
+            let own: Vec<*const u8> = out.iter().map(|s| s.bytes.as_ptr()).collect();
+            let large = frames.iter().filter(|f| f.payload.len() >= SPLIT_PAYLOAD);
+            let large: Vec<*const u8> = large.map(|f| f.payload.as_ptr()).collect();
+            assert_eq!(large.len(), 4);
+            for p in large {
+                assert_eq!(own.contains(&p), !masked, "masked: {masked}");
+            }
+        }
+    }
+
+    /// Segments go out several per write where the socket takes them so, and after
+    /// every write the socket knows whether it stopped inside a frame: at the end of a
+    /// segment only if that segment does not end a frame. Writing to the next frame's
+    /// edge stops there; a close frame waits for the edge.
+    #[test]
+    fn segments_are_written_together_and_frame_edges_are_known() {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let seg = |n: usize, fill: u8, edge: bool| Segment {
+            bytes: Bytes::from(vec![fill; n]),
+            edge,
+        };
+        let queue = || {
+            VecDeque::from([
+                seg(10, 1, false),
+                seg(1000, 2, false),
+                seg(5, 3, true),
+                seg(20, 4, true),
+            ])
+        };
+        let all: Vec<u8> = queue().iter().flat_map(|s| s.bytes.to_vec()).collect();
+
+        // One write takes every segment the socket has room for.
+        let sock = Trickle::default();
+        let mut io = Metered::new(Box::new(sock.clone()));
+        let mut out = queue();
+        sock.allow(usize::MAX);
+        assert!(io.poll_write_segments(&mut cx, &mut out, false).is_ready());
+        assert!(out.is_empty() && !io.mid_batch());
+        assert_eq!(sock.taken(), all);
+        assert_eq!(io.written(), all.len() as u64);
+
+        // A trickle: (bytes allowed, whether a frame is cut there, segments left).
+        let sock = Trickle::default();
+        let mut ws = Socket::new(Metered::new(Box::new(sock.clone())), false, 1 << 20);
+        let mut out = queue();
+        for (allow, mid, left) in [
+            (5, true, 4),   // inside the first segment
+            (10, true, 3),  // across into the second
+            (995, true, 2), // the second's end, which is no frame's end
+            (5, false, 1),  // the first frame's end
+        ] {
+            sock.allow(allow);
+            assert!(
+                ws.io
+                    .poll_write_segments(&mut cx, &mut out, false)
+                    .is_pending()
+            );
+            assert_eq!((ws.io.mid_batch(), out.len()), (mid, left), "after {allow}");
+        }
+        // At an edge already: nothing to write to reach one.
+        assert!(
+            ws.io
+                .poll_write_segments(&mut cx, &mut out, true)
+                .is_ready()
+        );
+        assert_eq!(sock.taken(), all[..1015]);
+
+        // Cut inside the last frame, then written to its edge.
+        sock.allow(7);
+        assert!(
+            ws.io
+                .poll_write_segments(&mut cx, &mut out, false)
+                .is_pending()
+        );
+        assert!(ws.io.mid_batch());
+        sock.allow(1000);
+        assert!(
+            ws.io
+                .poll_write_segments(&mut cx, &mut out, true)
+                .is_ready()
+        );
+        assert!(!ws.io.mid_batch() && out.is_empty());
+        use futures_util::FutureExt;
+        assert!(ws.close(Some(CLOSE_NORMAL)).now_or_never().is_some());
+        let mut want = all;
+        want.extend_from_slice(&[0x88, 2, 0x03, 0xe8]);
+        assert_eq!(sock.taken(), want);
     }
 
     /// A batch partly written when the socket task stops gets no close frame after it
