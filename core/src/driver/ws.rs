@@ -246,14 +246,16 @@ pub(crate) const READ_CHUNK: usize = 256 * 1024;
 
 /// Appends the header of one unfragmented binary frame (`FIN`, opcode 2) carrying `len`
 /// bytes, masked with `mask` when given (a client's frames are masked, a server's are
-/// not). The `len` bytes must follow, masked with [`apply_mask`].
+/// not). The `len` bytes must follow, masked with [`apply_mask`]; room for them is the
+/// caller's to reserve.
 pub(crate) fn put_binary_header(out: &mut BytesMut, len: usize, mask: Option<[u8; 4]>) {
     put_header(out, OP_BINARY, len, mask);
 }
 
-/// Appends the header of one final frame with `opcode` carrying `len` bytes.
+/// Appends the header of one final frame with `opcode` carrying `len` bytes (room for
+/// those is the caller's to reserve).
 fn put_header(out: &mut BytesMut, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
-    out.reserve(MAX_HEADER + len);
+    out.reserve(MAX_HEADER);
     out.put_u8(0x80 | opcode);
     let masked = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
@@ -272,6 +274,7 @@ fn put_header(out: &mut BytesMut, opcode: u8, len: usize, mask: Option<[u8; 4]>)
 
 /// Appends a whole final frame with `opcode` and `payload`, masked with `mask` if given.
 fn put_frame(out: &mut BytesMut, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+    out.reserve(MAX_HEADER + payload.len());
     put_header(out, opcode, payload.len(), mask);
     let body = out.len();
     out.extend_from_slice(payload);
@@ -640,6 +643,9 @@ pub(crate) fn encode_round(
         let message = &frames[at..at + n];
         at += n;
         let Some(keys) = mask.as_deref_mut() else {
+            let split = message.iter().map(|f| f.payload.len());
+            let split: usize = split.filter(|n| *n >= SPLIT_PAYLOAD).sum();
+            buf.reserve(MAX_HEADER + len - split);
             put_binary_header(buf, len, None);
             let split = &mut PayloadSplit {
                 min: SPLIT_PAYLOAD,
@@ -649,6 +655,7 @@ pub(crate) fn encode_round(
             continue;
         };
         let key = keys.next_key();
+        buf.reserve(MAX_HEADER + len);
         put_binary_header(buf, len, Some(key));
         let body = buf.len();
         codec::encode_message(message, buf);
@@ -682,8 +689,8 @@ const MAX_SLICES: usize = 64;
 pub(crate) struct Metered {
     io: BoxIo,
     written: u64,
-    /// A batch of Grid's frames is partly written: nothing else may be written (a close
-    /// frame would land inside a frame).
+    /// The bytes written so far end inside one of Grid's frames: nothing else may be
+    /// written until it is finished (a close frame or pong would land inside it).
     mid_batch: bool,
     /// Set while the dialer's upgrade is read: the response head is cut off there.
     cut: Option<HeaderCut>,
@@ -707,7 +714,7 @@ impl Metered {
         self.written
     }
 
-    /// Whether a batch of frames is partly written.
+    /// Whether the bytes written so far end inside a frame.
     pub(crate) fn mid_batch(&self) -> bool {
         self.mid_batch
     }
