@@ -1166,6 +1166,21 @@ mod tests {
         }
     }
 
+    /// No room is reserved in the batch for a payload written from its own buffer: a
+    /// round of one 1 MiB payload leaves the batch buffer with little capacity.
+    #[test]
+    fn payloads_written_from_their_own_buffers_get_no_room_in_the_batch() {
+        use crate::codec::{Flags, Op};
+        let mut f = Frame::new(Op::MuxServerMsg);
+        f.flags = Flags::CRC;
+        f.payload = Bytes::from(vec![1; 1 << 20]);
+        let len = f.encoded_len();
+        let (mut buf, mut out) = (BytesMut::new(), VecDeque::new());
+        encode_round(&[f], [(1, len)].into_iter(), None, &mut buf, &mut out);
+        assert_eq!(out.len(), 3);
+        assert!(buf.capacity() < 4096, "{} bytes reserved", buf.capacity());
+    }
+
     /// Segments go out several per write where the socket takes them so, and after
     /// every write the socket knows whether it stopped inside a frame: at the end of a
     /// segment only if that segment does not end a frame. Writing to the next frame's
