@@ -685,7 +685,7 @@ const MAX_SLICES: usize = 64;
 
 /// The socket under a WebSocket, counting the bytes written to it (the socket task tells
 /// a slow link that is still moving from a stalled one by this count) and carrying the
-/// frames Grid writes itself ([`Metered::poll_write_frames`]).
+/// frames Grid writes itself ([`Metered::poll_write_segments`]).
 pub(crate) struct Metered {
     io: BoxIo,
     written: u64,
@@ -767,10 +767,12 @@ impl Metered {
                 Poll::Pending => return Poll::Pending,
             };
             self.written += w as u64;
-            while let Some(s) = out.front_mut().filter(|_| w > 0) {
+            while let Some(s) = out.front_mut() {
                 if w < s.bytes.len() {
-                    s.bytes.advance(w);
-                    self.mid_batch = true;
+                    if w > 0 {
+                        s.bytes.advance(w);
+                        self.mid_batch = true;
+                    }
                     break;
                 }
                 w -= s.bytes.len();
@@ -1259,6 +1261,17 @@ mod tests {
         let mut want = all;
         want.extend_from_slice(&[0x88, 2, 0x03, 0xe8]);
         assert_eq!(sock.taken(), want);
+
+        // An empty segment is passed over, its edge kept.
+        let sock = Trickle::default();
+        let mut io = Metered::new(Box::new(sock.clone()));
+        let mut out = VecDeque::from([seg(3, 5, false), seg(0, 0, true)]);
+        sock.allow(3);
+        assert!(matches!(
+            io.poll_write_segments(&mut cx, &mut out, false),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(out.is_empty() && !io.mid_batch());
     }
 
     /// A batch partly written when the socket task stops gets no close frame after it
