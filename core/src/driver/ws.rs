@@ -760,7 +760,13 @@ impl Metered {
                 .zip(&mut slices)
                 .map(|(s, slice)| *slice = IoSlice::new(&s.bytes))
                 .count();
-            let mut w = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
+            // One segment goes out with a plain write, which costs the kernel less.
+            let io = Pin::new(&mut self.io);
+            let written = match &slices[..n] {
+                [one] => io.poll_write(cx, one),
+                some => io.poll_write_vectored(cx, some),
+            };
+            let mut w = match written {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(w)) => w,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
