@@ -760,7 +760,8 @@ impl Metered {
                 .zip(&mut slices)
                 .map(|(s, slice)| *slice = IoSlice::new(&s.bytes))
                 .count();
-            // One segment goes out with a plain write, which costs the kernel less.
+            // A lone segment goes out with a plain write: smol's 512-byte stream items
+            // measured faster so than through `writev`.
             let io = Pin::new(&mut self.io);
             let written = match &slices[..n] {
                 [one] => io.poll_write(cx, one),
