@@ -719,28 +719,6 @@ impl Metered {
         self.mid_batch
     }
 
-    /// Writes `batch`, whole WebSocket frames, advancing it past what the socket took;
-    /// `Ready(Ok)` once all of it is written. A batch once started must be finished
-    /// before any other.
-    pub(crate) fn poll_write_frames(
-        &mut self,
-        cx: &mut Context<'_>,
-        batch: &mut Bytes,
-    ) -> Poll<io::Result<()>> {
-        while !batch.is_empty() {
-            match self.poll_write_counted(cx, batch) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    batch.advance(n);
-                    self.mid_batch = !batch.is_empty();
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
     /// Writes the segments in `out` as far as the socket takes them (several per system
     /// call where it supports vectored writes), removing what it took: `Ready(Ok)` once
     /// `out` is empty, or with `to_edge` once the last byte written ends a frame.
@@ -889,8 +867,12 @@ impl Socket {
     }
 
     /// Writes `frames` whole, then flushes.
-    async fn write_all(&mut self, mut frames: Bytes) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.io.poll_write_frames(cx, &mut frames)).await?;
+    async fn write_all(&mut self, frames: Bytes) -> io::Result<()> {
+        let mut out = VecDeque::from([Segment {
+            bytes: frames,
+            edge: true,
+        }]);
+        std::future::poll_fn(|cx| self.io.poll_write_segments(cx, &mut out, false)).await?;
         std::future::poll_fn(|cx| self.io.poll_flush_frames(cx)).await
     }
 
@@ -1290,10 +1272,20 @@ mod tests {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let frames = batch(&[300], None);
-        let mut b = Bytes::from(frames.clone());
+        let whole = |b: &[u8]| {
+            VecDeque::from([Segment {
+                bytes: Bytes::copy_from_slice(b),
+                edge: true,
+            }])
+        };
+        let mut b = whole(&frames);
 
         sock.allow(100);
-        assert!(ws.io.poll_write_frames(&mut cx, &mut b).is_pending());
+        assert!(
+            ws.io
+                .poll_write_segments(&mut cx, &mut b, false)
+                .is_pending()
+        );
         sock.allow(1000);
         use futures_util::FutureExt;
         assert!(ws.close(Some(CLOSE_NORMAL)).now_or_never().is_some());
@@ -1305,9 +1297,9 @@ mod tests {
 
         let sock = Trickle::default();
         let mut ws = Socket::new(Metered::new(Box::new(sock.clone())), false, 1 << 20);
-        let mut b = Bytes::from(frames.clone());
+        let mut b = whole(&frames);
         sock.allow(1000);
-        assert!(ws.io.poll_write_frames(&mut cx, &mut b).is_ready());
+        assert!(ws.io.poll_write_segments(&mut cx, &mut b, false).is_ready());
         assert!(ws.close(Some(CLOSE_NORMAL)).now_or_never().is_some());
         let mut want = frames;
         want.extend_from_slice(&[0x88, 2, 0x03, 0xe8]);
