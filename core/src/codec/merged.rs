@@ -35,13 +35,23 @@ where
     I::IntoIter: ExactSizeIterator + Clone,
 {
     let frames = frames.into_iter();
-    let count = u32::try_from(frames.len()).expect("merged container of over 4G frames");
     out.reserve(merged_len(frames.clone()));
+    put_merged(frames, out, |f, out| f.encode_reserved(out));
+}
+
+/// The `OpMerged` container's header, then each frame behind its bin header, its bytes
+/// appended by `encode`.
+fn put_merged<'a>(
+    frames: impl ExactSizeIterator<Item = &'a Frame>,
+    out: &mut BytesMut,
+    mut encode: impl FnMut(&Frame, &mut BytesMut),
+) {
+    let count = u32::try_from(frames.len()).expect("merged container of over 4G frames");
     put_header(out, count);
     for f in frames {
         debug_assert!(f.op != Op::Merged, "merged containers never nest");
         msgpack::put_bin_header(out, f.encoded_len());
-        f.encode_reserved(out);
+        encode(f, out);
     }
 }
 
@@ -96,14 +106,7 @@ pub fn encode_message_split(frames: &[Frame], out: &mut BytesMut, split: &mut Pa
     match frames {
         [] => {}
         [f] => f.encode_split(out, split),
-        many => {
-            let count = u32::try_from(many.len()).expect("merged container of over 4G frames");
-            put_header(out, count);
-            for f in many {
-                msgpack::put_bin_header(out, f.encoded_len());
-                f.encode_split(out, split);
-            }
-        }
+        many => put_merged(many.iter(), out, |f, out| f.encode_split(out, split)),
     }
 }
 
