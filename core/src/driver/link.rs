@@ -981,9 +981,9 @@ enum Stop {
 /// bytes ([`Pacing::write_round_bytes`](super::Pacing)), or a few thousand frames, per
 /// turn, so the socket gets busy sooner, the task's buffers stay small however many tiny
 /// frames are queued, and the rest waits in the session, where it counts against the
-/// queue limits. A closed session's last frames
-/// all leave now. Clears `dirty` once every frame is taken. Returns the session's next
-/// deadline and whether it is closed; `None` when the session is gone.
+/// queue limits. A closed session's last frames all leave now. Clears `dirty` once every
+/// frame is taken. Returns the session's next deadline and whether it is closed; `None`
+/// when the session is gone.
 fn take_frames(
     st: &mut LinkState,
     take: bool,
