@@ -842,10 +842,17 @@ pub async fn one_byte_chunks(rt: Arc<dyn Runtime>) {
 /// A link that keeps moving is not a stalled one, however long a message takes: the
 /// proxy stops reading for stretches shorter than `write_stall_timeout`, with short
 /// bursts between them, so one large message takes several timeouts to cross while the
-/// socket never goes a whole timeout without taking bytes.
+/// socket never goes a whole timeout without taking bytes. The writers' stall timers
+/// are not set again for every write that blocks after progress: about one per
+/// timeout while writes block.
 pub async fn slow_link_is_not_a_stall(rt: Arc<dyn Runtime>) {
     let stall = Duration::from_secs(2);
     let pause = Duration::from_millis(700);
+    // Stall timers are set between 1.3 s (set again after firing, the socket having
+    // taken bytes at most one pause earlier) and 2 s ahead; this scenario's other
+    // timers are its 5 ms and 700 ms sleeps, pings 5 s ahead and deadlines further.
+    let (rt, stall_timers) =
+        crate::suite::timers_counted(rt, stall - pause..stall + Duration::from_millis(1));
     let mut cfg = fast_config();
     cfg.write_stall_timeout = stall;
     cfg.ping_interval = Duration::from_secs(5);
@@ -888,6 +895,14 @@ pub async fn slow_link_is_not_a_stall(rt: Arc<dyn Runtime>) {
             "the message crossed in {took:?}: the link was not slow enough to show anything"
         );
         assert_eq!(out.stats().reconnects, 0, "the link was dropped as stalled");
+        // Both nodes write the message (the request, then the echo); each sets one
+        // timer for its first blocked write and one more each time it fires early.
+        let most = 2 * (took.as_millis() / stall.as_millis() + 2) as usize;
+        let set = stall_timers.load(Ordering::SeqCst);
+        assert!(
+            (1..=most).contains(&set),
+            "{set} stall timers in {took:?} (at most {most} expected)"
+        );
     })
     .await;
     p.shutdown().await;

@@ -616,14 +616,31 @@ pub fn writes_measured(
     (Arc::new(rt), largest)
 }
 
+/// `rt` counting the timers set to fire between `ahead.start` and `ahead.end` from
+/// when they are set.
+pub fn timers_counted(
+    rt: Arc<dyn Runtime>,
+    ahead: std::ops::Range<Duration>,
+) -> (Arc<dyn Runtime>, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let pacing = rt.pacing();
+    let rt = Tweaked {
+        timers: Some((ahead, count.clone())),
+        ..Tweaked::new(rt, pacing)
+    };
+    (Arc::new(rt), count)
+}
+
 /// A runtime forwarding to another, with its own pacing, a count of spawned tasks and,
-/// if asked for, of their yields and of the largest write on the sockets it connects.
+/// if asked for, of their yields, of the largest write on the sockets it connects and
+/// of the timers set some time ahead.
 struct Tweaked {
     rt: Arc<dyn Runtime>,
     pacing: Pacing,
     spawned: Arc<AtomicUsize>,
     yields: Option<Arc<AtomicUsize>>,
     largest_write: Option<Arc<AtomicUsize>>,
+    timers: Option<(std::ops::Range<Duration>, Arc<AtomicUsize>)>,
 }
 
 /// A socket noting the largest buffer it is asked to write.
@@ -685,6 +702,7 @@ impl Tweaked {
             spawned: Arc::default(),
             yields: None,
             largest_write: None,
+            timers: None,
         }
     }
 }
@@ -749,6 +767,11 @@ impl Runtime for Tweaked {
     }
 
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        if let Some((ahead, count)) = &self.timers {
+            if ahead.contains(&deadline.saturating_duration_since(Instant::now())) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         self.rt.sleep_until(deadline)
     }
 

@@ -886,6 +886,7 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
         dirty: true,
         due: false,
         timer: None,
+        stalled_since: None,
         stall_timer: None,
         written: 0,
         handlers: Vec::new(),
@@ -947,9 +948,13 @@ struct SocketTask {
     /// The armed session timer and when it fires.
     timer: Option<(Instant, BoxFuture<'static, ()>)>,
     stall: Duration,
-    /// Armed while a write is blocked, from the last byte the socket took.
-    stall_timer: Option<BoxFuture<'static, ()>>,
-    /// Bytes the socket had taken when the stall timer was last started.
+    /// While a write is blocked: since when the socket has taken no byte.
+    stalled_since: Option<Instant>,
+    /// The stall timer and when it fires. Progress does not move it: when it fires
+    /// early it is set again for the real deadline, so a busy link sets about one timer
+    /// per stall period instead of one per blocked write.
+    stall_timer: Option<(Instant, BoxFuture<'static, ()>)>,
+    /// Bytes the socket had taken when `stalled_since` was last set.
     written: u64,
     /// Handlers taken from the link state, started after its lock is released.
     handlers: Vec<BoxFuture<'static, ()>>,
@@ -1102,24 +1107,14 @@ impl SocketTask {
             return Poll::Ready(Some(Stop::Ended));
         }
         if blocked {
-            // The stall timer measures time without progress: every byte the socket
-            // takes starts it again, so a slow link that keeps moving is not a stall.
-            let written = self.ws.io.written();
-            if written != self.written {
-                self.written = written;
-                self.stall_timer = None;
-            }
-            let stall = self.stall;
-            let link = &self.link;
-            let t = self
-                .stall_timer
-                .get_or_insert_with(|| link.shared.sleep_until(Instant::now() + stall));
-            if t.as_mut().poll(cx).is_ready() {
+            if self.stalled(cx) {
+                let stall = self.stall;
                 warn!(target: TARGET, remote = %self.link.remote, ?stall, "write stalled; dropping link");
                 return Poll::Ready(Some(Stop::Failed(format!("write stalled for {stall:?}"))));
             }
         } else {
-            self.stall_timer = None;
+            // The timer stays armed: the next blocked write is likely soon.
+            self.stalled_since = None;
         }
         // Polled after the step, which may have armed it anew.
         if let Some((_, t)) = self.timer.as_mut() {
@@ -1132,6 +1127,36 @@ impl SocketTask {
             return Poll::Ready(None);
         }
         Poll::Pending
+    }
+
+    /// With the write blocked: whether the socket has taken no byte for the stall
+    /// limit. Every byte it takes starts the measure again, so a slow link that keeps
+    /// moving is not a stall.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let written = self.ws.io.written();
+        let since = match self.stalled_since {
+            Some(since) if written == self.written => since,
+            _ => {
+                self.written = written;
+                *self.stalled_since.insert(Instant::now())
+            }
+        };
+        let deadline = since + self.stall;
+        loop {
+            let link = &self.link;
+            let (at, t) = self
+                .stall_timer
+                .get_or_insert_with(|| (deadline, link.shared.sleep_until(deadline)));
+            if t.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let at = *at;
+            self.stall_timer = None;
+            if at >= deadline {
+                return true;
+            }
+            // It fired for an earlier deadline: progress since moved the real one.
+        }
     }
 
     /// Hands the inbound messages to the session, runs its due timers, takes its
