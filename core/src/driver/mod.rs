@@ -15,6 +15,7 @@ mod connection;
 mod handler;
 mod link;
 mod manager;
+mod recycle;
 mod runtime;
 mod signal;
 #[cfg(feature = "tls")]

@@ -19,6 +19,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::io::{AsyncRead, AsyncWrite};
 
 use super::link::Shared;
+use super::recycle::Recycler;
 use super::runtime::BoxIo;
 use crate::codec::{self, Frame, PayloadSplit};
 
@@ -384,7 +385,7 @@ struct Partial {
     header: Header,
     /// Payload bytes still to come.
     left: usize,
-    data: BytesMut,
+    data: Vec<u8>,
 }
 
 /// Reads frames from a socket and yields the messages and control frames in them.
@@ -405,7 +406,9 @@ pub(crate) struct FrameReader {
     max: usize,
     frame: Option<Partial>,
     /// A fragmented message: its opcode and the bytes of its frames so far.
-    message: Option<(u8, BytesMut)>,
+    message: Option<(u8, Vec<u8>)>,
+    /// Where large messages' buffers return to be read into again.
+    recycler: Arc<Recycler>,
 }
 
 impl FrameReader {
@@ -422,6 +425,7 @@ impl FrameReader {
             max,
             frame: None,
             message: None,
+            recycler: Arc::default(),
         }
     }
 
@@ -473,7 +477,7 @@ impl FrameReader {
                     self.frame.insert(Partial {
                         header: h,
                         left,
-                        data: BytesMut::with_capacity(left),
+                        data: self.recycler.take(left),
                     })
                 }
             };
@@ -542,7 +546,7 @@ impl FrameReader {
             apply_mask(&mut data, key);
         }
         let (opcode, data) = match h.opcode {
-            OP_PING => return Ok(Some(Inbound::Ping(data.freeze()))),
+            OP_PING => return Ok(Some(Inbound::Ping(data.into()))),
             OP_PONG => return Ok(Some(Inbound::Skipped)),
             OP_CLOSE => {
                 let code = match *data {
@@ -564,7 +568,7 @@ impl FrameReader {
             return Ok(None);
         }
         Ok(Some(match opcode {
-            OP_BINARY => Inbound::Binary(data.freeze()),
+            OP_BINARY => Inbound::Binary(self.recycler.give(data)),
             _ => Inbound::Skipped,
         }))
     }
@@ -1419,6 +1423,49 @@ mod tests {
             assert_eq!(got, (want.clone(), None), "masked, chunks of {chunk}");
             let got = read_all(plain.clone(), chunk, false, 1 << 20);
             assert_eq!(got, (want.clone(), None), "plain, chunks of {chunk}");
+        }
+    }
+
+    /// A large message is read into the buffer of one read and dropped before it, and
+    /// holds exactly its own bytes, masked or not; a held one's buffer is not taken.
+    #[test]
+    fn large_messages_use_the_buffers_of_dropped_ones() {
+        for server in [true, false] {
+            let mut keys = MaskKeys::new();
+            let sizes = [70_000, 65_536, 65_536, 100_000, 1000, 65_536];
+            let bytes = batch(&sizes, server.then_some(&mut keys));
+            let mut r = FrameReader::new(server, 1 << 20, &[]);
+            let mut io = Chunks::new(bytes, 4096);
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let mut next = |want: usize| match r.poll_next(&mut io, &mut cx) {
+                Poll::Ready(Ok(Some(Inbound::Binary(b)))) => {
+                    assert_eq!(b, payload(want), "message of {want} bytes");
+                    b
+                }
+                other => panic!("{other:?}"),
+            };
+            let first = next(70_000);
+            let at = first.as_ptr();
+            drop(first);
+            // A smaller message in the larger buffer: none of the old bytes show.
+            let second = next(65_536);
+            assert_eq!(
+                second.as_ptr(),
+                at,
+                "the dropped message's buffer was not used"
+            );
+            let third = next(65_536);
+            let third_at = third.as_ptr();
+            assert_ne!(third_at, at, "a held message's buffer was read into");
+            drop(second);
+            drop(third);
+            // 100,000 bytes fit neither kept buffer; 1000 are below the size kept.
+            let (fourth, fifth) = (next(100_000), next(1000));
+            assert!(![at, third_at].contains(&fourth.as_ptr()));
+            assert!(![at, third_at].contains(&fifth.as_ptr()));
+            // The buffer returned last is taken first.
+            assert_eq!(next(65_536).as_ptr(), third_at);
         }
     }
 
