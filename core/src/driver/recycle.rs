@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 /// Messages of at least this many bytes get a buffer that returns to the link.
-pub(crate) const RECYCLE_MIN: usize = 16 * 1024;
+const RECYCLE_MIN: usize = 16 * 1024;
 /// The most a link keeps of buffers nobody holds, in bytes of capacity.
-pub(crate) const RECYCLE_KEEP: usize = 1 << 20;
+const RECYCLE_KEEP: usize = 1 << 20;
 /// Buffers larger than this go back to the allocator.
-pub(crate) const RECYCLE_MAX: usize = 256 * 1024;
+const RECYCLE_MAX: usize = 256 * 1024;
 
 /// One link's buffers waiting to be used again.
 #[derive(Debug, Default)]

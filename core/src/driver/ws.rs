@@ -1426,8 +1426,9 @@ mod tests {
         }
     }
 
-    /// A large message is read into the buffer of one read and dropped before it, and
-    /// holds exactly its own bytes, masked or not; a held one's buffer is not taken.
+    /// A large message is copied into the buffer of one read and dropped before it and
+    /// holds exactly its own bytes, masked or not; the buffer of a message still held
+    /// is not used.
     #[test]
     fn large_messages_use_the_buffers_of_dropped_ones() {
         for server in [true, false] {
