@@ -42,7 +42,7 @@ impl Recycler {
             let mut free = self.free();
             let fits = |b: &Vec<u8>| (len..=len.saturating_mul(2)).contains(&b.capacity());
             if let Some(i) = free.bufs.iter().rposition(fits) {
-                let buf = free.bufs.swap_remove(i);
+                let buf = free.bufs.remove(i);
                 free.bytes -= buf.capacity();
                 return buf;
             }
