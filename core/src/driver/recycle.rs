@@ -145,6 +145,21 @@ mod tests {
     }
 
     #[test]
+    fn the_last_returned_that_fits_is_taken_first() {
+        let r = Arc::new(Recycler::default());
+        let held: Vec<Bytes> = [64 << 10, 64 << 10, 200 << 10, 200 << 10]
+            .into_iter()
+            .map(|len| message(&r, len, 0))
+            .collect();
+        let at: Vec<*const u8> = held.iter().map(|b| b.as_ptr()).collect();
+        drop(held);
+        assert_eq!(r.take(64 << 10).as_ptr(), at[1]);
+        assert_eq!(r.take(150 << 10).as_ptr(), at[3]);
+        assert_eq!(r.take(150 << 10).as_ptr(), at[2]);
+        assert_eq!(r.take(64 << 10).as_ptr(), at[0]);
+    }
+
+    #[test]
     fn what_is_kept_is_bounded() {
         let r = Arc::new(Recycler::default());
         let held: Vec<Bytes> = (0..100).map(|i| message(&r, 64 << 10, i)).collect();
