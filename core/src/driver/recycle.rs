@@ -153,10 +153,12 @@ mod tests {
             .collect();
         let at: Vec<*const u8> = held.iter().map(|b| b.as_ptr()).collect();
         drop(held);
-        assert_eq!(r.take(64 << 10).as_ptr(), at[1]);
-        assert_eq!(r.take(150 << 10).as_ptr(), at[3]);
-        assert_eq!(r.take(150 << 10).as_ptr(), at[2]);
-        assert_eq!(r.take(64 << 10).as_ptr(), at[0]);
+        let taken: Vec<Vec<u8>> = [64 << 10, 150 << 10, 150 << 10, 64 << 10]
+            .into_iter()
+            .map(|len| r.take(len))
+            .collect();
+        let got: Vec<*const u8> = taken.iter().map(|b| b.as_ptr()).collect();
+        assert_eq!(got, [at[1], at[3], at[2], at[0]]);
     }
 
     #[test]
