@@ -62,6 +62,19 @@ impl Recycler {
         })
     }
 
+    /// Keeps `buf` for a later message if its size is one kept and there is room.
+    pub(crate) fn put(&self, mut buf: Vec<u8>) {
+        if !(RECYCLE_MIN..=RECYCLE_MAX).contains(&buf.capacity()) {
+            return;
+        }
+        let mut free = self.free();
+        if free.bytes + buf.capacity() <= RECYCLE_KEEP {
+            buf.clear();
+            free.bytes += buf.capacity();
+            free.bufs.push(buf);
+        }
+    }
+
     /// How many buffers are kept, and their total capacity.
     #[cfg(test)]
     pub(crate) fn kept(&self) -> (usize, usize) {
@@ -84,13 +97,7 @@ impl AsRef<[u8]> for Recycled {
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut free = self.home.free();
-        if free.bytes + buf.capacity() <= RECYCLE_KEEP {
-            buf.clear();
-            free.bytes += buf.capacity();
-            free.bufs.push(buf);
-        }
+        self.home.put(std::mem::take(&mut self.buf));
     }
 }
 
@@ -128,6 +135,8 @@ mod tests {
         let r = Arc::new(Recycler::default());
         drop(message(&r, RECYCLE_MIN - 1, 0));
         drop(message(&r, RECYCLE_MAX + 1, 0));
+        r.put(Vec::with_capacity(RECYCLE_MIN - 1));
+        r.put(Vec::with_capacity(RECYCLE_MAX + 1));
         assert_eq!(r.kept(), (0, 0));
         // A kept buffer serves messages from half its size up to its size.
         drop(message(&r, 100 << 10, 0));

@@ -559,6 +559,8 @@ impl FrameReader {
             OP_CONTINUATION => {
                 let (op, mut m) = self.message.take().expect("checked: a message is open");
                 m.extend_from_slice(&data);
+                // The fragment's own buffer may have come from the recycler.
+                self.recycler.put(data);
                 (op, m)
             }
             op => (op, data),
@@ -1470,6 +1472,37 @@ mod tests {
             // The buffer returned last is taken first.
             assert_eq!(next(65_536).as_ptr(), third_at);
         }
+    }
+
+    /// The buffers large fragments were read into go back to the recycler once their
+    /// bytes are appended to the message.
+    #[test]
+    fn fragment_buffers_return_to_the_recycler() {
+        let mut bytes = BytesMut::new();
+        let body = payload(150_000);
+        let parts = [&body[..50_000], &body[50_000..90_000], &body[90_000..]];
+        for (i, part) in parts.iter().enumerate() {
+            let opcode = if i == 0 { OP_BINARY } else { OP_CONTINUATION };
+            let at = bytes.len();
+            put_frame(&mut bytes, opcode, part, None);
+            if i < parts.len() - 1 {
+                bytes[at] &= 0x7f;
+            }
+        }
+        let mut r = FrameReader::new(false, 1 << 20, &[]);
+        let mut io = Chunks::new(bytes.to_vec(), 4096);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let message = match r.poll_next(&mut io, &mut cx) {
+            Poll::Ready(Ok(Some(Inbound::Binary(b)))) => b,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(message, body);
+        // The first fragment's buffer grew into the message, which is still held; the
+        // other two are kept.
+        let (n, kept) = r.recycler.kept();
+        assert_eq!(n, 2);
+        assert!(kept >= 40_000 + 60_000, "{kept} bytes kept");
     }
 
     /// What the WebSocket library writes as a client, Grid's reader takes as the server:
