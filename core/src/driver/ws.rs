@@ -944,6 +944,16 @@ mod tests {
         (0..n).map(|i| (i * 7 + n) as u8).collect()
     }
 
+    /// One frame with `opcode` and `body`, final or not, masked with `mask` if given.
+    fn framed(opcode: u8, fin: bool, body: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        put_frame(&mut b, opcode, body, mask);
+        if !fin {
+            b[0] &= 0x7f;
+        }
+        b.to_vec()
+    }
+
     /// One batch of frames as the socket task writes them: `sizes` messages, masked
     /// when `keys` is given.
     fn batch(sizes: &[usize], mut keys: Option<&mut MaskKeys>) -> Vec<u8> {
@@ -1478,19 +1488,12 @@ mod tests {
     /// bytes are appended to the message.
     #[test]
     fn fragment_buffers_return_to_the_recycler() {
-        let mut bytes = BytesMut::new();
         let body = payload(150_000);
-        let parts = [&body[..50_000], &body[50_000..90_000], &body[90_000..]];
-        for (i, part) in parts.iter().enumerate() {
-            let opcode = if i == 0 { OP_BINARY } else { OP_CONTINUATION };
-            let at = bytes.len();
-            put_frame(&mut bytes, opcode, part, None);
-            if i < parts.len() - 1 {
-                bytes[at] &= 0x7f;
-            }
-        }
+        let mut bytes = framed(OP_BINARY, false, &body[..50_000], None);
+        bytes.extend(framed(OP_CONTINUATION, false, &body[50_000..90_000], None));
+        bytes.extend(framed(OP_CONTINUATION, true, &body[90_000..], None));
         let mut r = FrameReader::new(false, 1 << 20, &[]);
-        let mut io = Chunks::new(bytes.to_vec(), 4096);
+        let mut io = Chunks::new(bytes, 4096);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let message = match r.poll_next(&mut io, &mut cx) {
@@ -1565,14 +1568,6 @@ mod tests {
     #[test]
     fn frames_against_the_rules_are_refused() {
         let key = [9, 8, 7, 6];
-        let framed = |opcode: u8, fin: bool, body: &[u8], mask: Option<[u8; 4]>| {
-            let mut b = BytesMut::new();
-            put_frame(&mut b, opcode, body, mask);
-            if !fin {
-                b[0] &= 0x7f;
-            }
-            b.to_vec()
-        };
         let m = Some(key);
         let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
             (
