@@ -199,6 +199,7 @@ mod tests {
             turns_per_poll: 5,
             yield_after_handoff: true,
             write_round_bytes: 7,
+            read_round_bytes: 11,
         };
         let inner = crate::suite::paced(grid_async_std::smol_runtime(), pacing);
         let script = Arc::new(AcceptScript::default());

@@ -839,21 +839,26 @@ pub async fn answered_handlers_take_no_task(rt: Arc<dyn Runtime>) {
 
 /// Every pacing moves every message: the shortest turns (zero counts as one), short ones
 /// and long ones, with and without a yield after a handoff, write batches of one message
-/// up to a megabyte, each carrying 2,000 stream items and 64 concurrent 64 KiB requests
-/// both ways at once, so reads stop at the batch limit with more waiting.
+/// up to a megabyte, reads of one message up to no limit per poll, each carrying 2,000
+/// stream items and 64 concurrent 64 KiB requests both ways at once, so reads stop at
+/// the batch limit (or the poll's) with more waiting.
 pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
     let turns = [
-        (0, 0, false, 0),
-        (1, 1, true, 1),
-        (2, 1, false, 64 << 10),
-        (64, 16, true, 1 << 20),
+        (0, 0, false, 0, 0),
+        (1, 1, true, 1, 1),
+        (2, 1, false, 64 << 10, usize::MAX),
+        (64, 16, true, 1 << 20, 256 << 10),
+        (64, 16, false, 1 << 20, 100),
     ];
-    for (read_batch, turns_per_poll, yield_after_handoff, write_round_bytes) in turns {
+    for (read_batch, turns_per_poll, yield_after_handoff, write_round_bytes, read_round_bytes) in
+        turns
+    {
         let pacing = Pacing {
             read_batch,
             turns_per_poll,
             yield_after_handoff,
             write_round_bytes,
+            read_round_bytes,
         };
         let prt = paced(rt.clone(), pacing);
         let c = cluster(&prt, 2).await;
@@ -977,6 +982,57 @@ pub async fn socket_tasks_yield_after_a_handoff(rt: Arc<dyn Runtime>) {
             );
         } else {
             assert!(n.0 + n.1 < 50, "{n:?} yields for 50 requests without");
+        }
+    }
+}
+
+/// A socket task yields once a poll has read [`Pacing::read_round_bytes`] of messages,
+/// with turns and messages per turn to spare: 50 echo requests of 64 KiB one after the
+/// other make a poll that reads a whole message, and so a yield, on each node for each
+/// request with a round of 64 KiB or of zero (one message per poll), and none with a
+/// round of a megabyte (nor does anything else here make the task yield).
+pub async fn socket_tasks_yield_after_their_read_round(rt: Arc<dyn Runtime>) {
+    for (round, yields) in [(64 << 10, true), (0, true), (1 << 20, false)] {
+        let pacing = Pacing {
+            read_batch: 64,
+            turns_per_poll: 1_000,
+            yield_after_handoff: false,
+            read_round_bytes: round,
+            ..Pacing::default()
+        };
+        let (caller_rt, caller) = yields_counted(rt.clone(), pacing);
+        let (answerer_rt, answerer) = yields_counted(rt.clone(), pacing);
+        let c = cluster_on(&[caller_rt, answerer_rt], |_, b| b).await;
+        let before = within(&rt, LIMIT, async {
+            c.wait_connected().await;
+            let before = (
+                caller.load(Ordering::SeqCst),
+                answerer.load(Ordering::SeqCst),
+            );
+            let conn = c.conn(0, 1);
+            let body = pattern(64 << 10);
+            for _ in 0..50 {
+                assert_eq!(conn.request(ECHO, body.clone()).await, Ok(body.clone()));
+            }
+            before
+        })
+        .await;
+        // Counted once every task has ended (see `socket_tasks_yield_after_a_handoff`).
+        c.shutdown().await;
+        let n = (
+            caller.load(Ordering::SeqCst) - before.0,
+            answerer.load(Ordering::SeqCst) - before.1,
+        );
+        if yields {
+            assert!(
+                n.0 >= 50 && n.1 >= 50,
+                "{n:?} yields for 50 requests, round {round}"
+            );
+        } else {
+            assert!(
+                n.0 + n.1 < 50,
+                "{n:?} yields for 50 requests, round {round}"
+            );
         }
     }
 }
@@ -1498,6 +1554,7 @@ macro_rules! suite_tests {
             every_pacing_moves_every_message,
             write_batches_follow_the_pacing,
             socket_tasks_yield_after_a_handoff,
+            socket_tasks_yield_after_their_read_round,
             answered_handlers_take_no_task,
             stream_cancel,
             reader_yields_once_after_returning_credits,

@@ -81,6 +81,18 @@ impl Executor for SmolExecutor {
     fn spawn(task: BoxFuture<'static, ()>) {
         smol::spawn(task).detach();
     }
+
+    /// A poll of the socket task reads about 256 KiB of messages at most: smol runs it
+    /// and the stream readers on one executor thread, and a reader then takes its items
+    /// while their buffers are still in the cache, where longer polls queued megabytes
+    /// ahead of it. Measured with `grid-bench` against the default pacing, eight runs
+    /// each in turn: 64 KiB stream items 2.33-3.05 GB/s against 1.83-2.41.
+    fn pacing() -> Pacing {
+        Pacing {
+            read_round_bytes: 256 << 10,
+            ..Pacing::default()
+        }
+    }
 }
 
 /// A [`Runtime`] on the async-io reactor, spawning on executor `E`.

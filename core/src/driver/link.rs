@@ -863,6 +863,8 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
     let mut io = SocketTask {
         read_batch: pacing.read_batch.max(1),
         turns_per_poll: pacing.turns_per_poll.max(1),
+        read_round: pacing.read_round_bytes.max(1),
+        read_this_poll: 0,
         yield_after_handoff: pacing.yield_after_handoff,
         write_round: pacing.write_round_bytes.max(1),
         handed_off: false,
@@ -921,6 +923,10 @@ struct SocketTask {
     read_batch: usize,
     /// At most this many turns per poll.
     turns_per_poll: usize,
+    /// A poll reads inbound messages until they reach this many bytes.
+    read_round: usize,
+    /// Bytes of inbound messages read in the current poll.
+    read_this_poll: usize,
     /// Yield after a turn that handed work to other tasks.
     yield_after_handoff: bool,
     /// About this many encoded bytes are taken from the session per turn.
@@ -1015,7 +1021,11 @@ fn take_frames(
 
 impl SocketTask {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.read_this_poll = 0;
         for _ in 0..self.turns_per_poll {
+            if self.read_this_poll >= self.read_round {
+                break;
+            }
             match self.turn(cx) {
                 Poll::Ready(Some(Stop::Ended)) => return Poll::Ready(()),
                 Poll::Ready(Some(Stop::Failed(why))) => {
@@ -1044,12 +1054,22 @@ impl SocketTask {
         // The socket is read only when it said it may have data: an attempt costs a
         // system call even when nothing is there.
         self.read_wake.task.register(cx.waker());
+        // Stopped at the turn's or the poll's limit: there may be more.
+        let mut read_more = false;
         if self.read_wake.ready.swap(false, Ordering::AcqRel) {
             let waker = futures_util::task::waker_ref(&self.read_wake);
             let mut rcx = Context::from_waker(&waker);
-            while self.inbound.len() < self.read_batch {
+            loop {
+                if self.inbound.len() >= self.read_batch || self.read_this_poll >= self.read_round {
+                    read_more = true;
+                    self.read_wake.ready.store(true, Ordering::Release);
+                    break;
+                }
                 match self.ws.poll_next(&mut rcx) {
-                    Poll::Ready(Ok(Some(Inbound::Binary(b)))) => self.inbound.push(b),
+                    Poll::Ready(Ok(Some(Inbound::Binary(b)))) => {
+                        self.read_this_poll += b.len();
+                        self.inbound.push(b);
+                    }
                     // Only the latest ping is answered (RFC 6455 §5.5.3): a peer that
                     // pings and does not read cannot make the pongs pile up.
                     Poll::Ready(Ok(Some(Inbound::Ping(p)))) => self.pong = Some(p),
@@ -1071,12 +1091,7 @@ impl SocketTask {
                     Poll::Pending => break,
                 }
             }
-            if self.inbound.len() == self.read_batch {
-                // Stopped early: there may be more.
-                self.read_wake.ready.store(true, Ordering::Release);
-            }
         }
-        let read_more = self.inbound.len() == self.read_batch;
         if self.link.writer.poll_notified(cx).is_ready() {
             self.dirty = true;
         }

@@ -68,17 +68,25 @@ pub struct Pacing {
     /// Smaller batches reach the socket sooner and need a smaller buffer to encode into;
     /// larger ones take fewer turns and writes.
     pub write_round_bytes: usize,
+    /// About how many bytes of inbound messages one poll of the socket task reads before
+    /// it yields (a message is never split; zero reads one message per poll). The tasks
+    /// the messages go to, stream readers above all, then take them while their buffers
+    /// are still in the processor's cache, and the link holds fewer of them at once.
+    /// Matters on an executor that runs the socket task and the readers on one thread;
+    /// `usize::MAX` leaves only `read_batch` and `turns_per_poll` to end a poll.
+    pub read_round_bytes: usize,
 }
 
 impl Default for Pacing {
     /// 64 messages per turn, 16 turns per poll, no yield after a handoff, batches of
-    /// about a megabyte.
+    /// about a megabyte, no limit on the bytes read per poll.
     fn default() -> Self {
         Pacing {
             read_batch: 64,
             turns_per_poll: 16,
             yield_after_handoff: false,
             write_round_bytes: 1 << 20,
+            read_round_bytes: usize::MAX,
         }
     }
 }
