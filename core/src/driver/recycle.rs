@@ -17,6 +17,11 @@ const RECYCLE_KEEP: usize = 1 << 20;
 /// Buffers larger than this go back to the allocator.
 const RECYCLE_MAX: usize = 256 * 1024;
 
+/// Whether buffers of `capacity` bytes (or messages of that length) are recycled.
+fn kept_size(capacity: usize) -> bool {
+    (RECYCLE_MIN..=RECYCLE_MAX).contains(&capacity)
+}
+
 /// One link's buffers waiting to be used again.
 #[derive(Debug, Default)]
 pub(crate) struct Recycler {
@@ -38,7 +43,7 @@ impl Recycler {
     /// An empty buffer with room for `len` bytes: a kept one that is at most twice as
     /// large, the most recently returned first, or a new one.
     pub(crate) fn take(&self, len: usize) -> Vec<u8> {
-        if (RECYCLE_MIN..=RECYCLE_MAX).contains(&len) {
+        if kept_size(len) {
             let mut free = self.free();
             let fits = |b: &Vec<u8>| (len..=len.saturating_mul(2)).contains(&b.capacity());
             if let Some(i) = free.bufs.iter().rposition(fits) {
@@ -53,7 +58,7 @@ impl Recycler {
     /// `buf` as a message: a large one returns to this recycler when the last part of
     /// it is dropped.
     pub(crate) fn give(self: &Arc<Self>, buf: Vec<u8>) -> Bytes {
-        if !(RECYCLE_MIN..=RECYCLE_MAX).contains(&buf.capacity()) {
+        if !kept_size(buf.capacity()) {
             return buf.into();
         }
         Bytes::from_owner(Recycled {
@@ -64,7 +69,7 @@ impl Recycler {
 
     /// Keeps `buf` for a later message if its size is one kept and there is room.
     pub(crate) fn put(&self, mut buf: Vec<u8>) {
-        if !(RECYCLE_MIN..=RECYCLE_MAX).contains(&buf.capacity()) {
+        if !kept_size(buf.capacity()) {
             return;
         }
         let mut free = self.free();

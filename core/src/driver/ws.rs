@@ -1394,6 +1394,15 @@ mod tests {
         }
     }
 
+    /// The next message `r` reads from `io`, which must be a binary one.
+    fn next_binary(r: &mut FrameReader, io: &mut Chunks) -> Bytes {
+        let waker = futures_util::task::noop_waker();
+        match r.poll_next(io, &mut Context::from_waker(&waker)) {
+            Poll::Ready(Ok(Some(Inbound::Binary(b)))) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn binaries(sizes: &[usize]) -> Vec<Inbound> {
         sizes
             .iter()
@@ -1451,14 +1460,10 @@ mod tests {
             let bytes = batch(&sizes, server.then_some(&mut keys));
             let mut r = FrameReader::new(server, 1 << 20, &[]);
             let mut io = Chunks::new(bytes, 4096);
-            let waker = futures_util::task::noop_waker();
-            let mut cx = Context::from_waker(&waker);
-            let mut next = |want: usize| match r.poll_next(&mut io, &mut cx) {
-                Poll::Ready(Ok(Some(Inbound::Binary(b)))) => {
-                    assert_eq!(b, payload(want), "message of {want} bytes");
-                    b
-                }
-                other => panic!("{other:?}"),
+            let mut next = |want: usize| {
+                let b = next_binary(&mut r, &mut io);
+                assert_eq!(b, payload(want), "message of {want} bytes");
+                b
             };
             let first = next(70_000);
             let at = first.as_ptr();
@@ -1494,18 +1499,14 @@ mod tests {
         bytes.extend(framed(OP_CONTINUATION, true, &body[90_000..], None));
         let mut r = FrameReader::new(false, 1 << 20, &[]);
         let mut io = Chunks::new(bytes, 4096);
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let message = match r.poll_next(&mut io, &mut cx) {
-            Poll::Ready(Ok(Some(Inbound::Binary(b)))) => b,
-            other => panic!("{other:?}"),
-        };
+        let message = next_binary(&mut r, &mut io);
         assert_eq!(message, body);
         // The first fragment's buffer grew into the message, which is still held; the
         // other two are kept.
         let (n, kept) = r.recycler.kept();
         assert_eq!(n, 2);
         assert!(kept >= 40_000 + 60_000, "{kept} bytes kept");
+        drop(message);
     }
 
     /// What the WebSocket library writes as a client, Grid's reader takes as the server:
