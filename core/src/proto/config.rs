@@ -54,6 +54,14 @@ pub struct Config {
     pub dial_timeout: Duration,
     /// A write that makes no progress for this long drops the link. Default 4 s.
     pub write_stall_timeout: Duration,
+    /// Bytes of a stream's items a reader lets be on their way to it or unread, once
+    /// the items it reads are large. A stream's capacity counts items; with large items
+    /// the reader holds back the credits of the items it read beyond this many bytes'
+    /// worth (judged by the size of the item just read, and at least one item), and
+    /// returns them once items are small again. It bounds the memory a busy stream pins
+    /// (the peer may still send its whole first window) and keeps its bytes in the
+    /// cache. `usize::MAX` turns it off. Default 1 MiB.
+    pub stream_window_bytes: usize,
 }
 
 impl Default for Config {
@@ -77,6 +85,7 @@ impl Default for Config {
             reconnect_max: Duration::from_secs(2),
             dial_timeout: Duration::from_secs(2),
             write_stall_timeout: Duration::from_secs(4),
+            stream_window_bytes: 1 << 20,
         }
     }
 }

@@ -1803,8 +1803,11 @@ impl Session {
     /// (the reader caught up and waits for more), otherwise once a quarter of the window
     /// has been read (windows under 8 return every credit at once). The sender always
     /// keeps at least three quarters of its window, and each batch leaves in one merged
-    /// message instead of one message per item.
+    /// message instead of one message per item. With large items the window is what fits
+    /// in [`crate::proto::Config::stream_window_bytes`]: the credits beyond it stay here
+    /// until items are small again.
     pub fn read(&mut self, _now: Instant, key: MuxKey) -> Read {
+        let bytes = self.cluster.config.stream_window_bytes;
         let (item, op, seq, n) = match key.dir {
             Dir::Outgoing => {
                 let Some(ClientMux::Stream(s)) = self.outgoing.get_mut(&key.id) else {
@@ -1823,7 +1826,8 @@ impl Session {
                     return Read::Item(item);
                 }
                 s.owed += 1;
-                let n = owed_now(&mut s.owed, s.items.is_empty(), s.out_capacity);
+                let window = window_for(s.out_capacity, item.len(), bytes);
+                let n = owed_now(&mut s.owed, s.items.is_empty(), s.out_capacity, window);
                 let seq = s.send_seq;
                 s.send_seq = seq.wrapping_add(n);
                 (item, Op::UnblockSrvMux, seq, n)
@@ -1840,7 +1844,8 @@ impl Session {
                     return Read::Pending;
                 };
                 s.owed += 1;
-                let n = owed_now(&mut s.owed, s.items.is_empty(), s.in_capacity);
+                let window = window_for(s.in_capacity, item.len(), bytes);
+                let n = owed_now(&mut s.owed, s.items.is_empty(), s.in_capacity, window);
                 let seq = s.send_seq;
                 s.send_seq = seq.wrapping_add(n);
                 (item, Op::UnblockClMux, seq, n)
@@ -1909,18 +1914,32 @@ fn give_credit(credits: &mut u32, window: u32, mux_id: u64) -> bool {
     true
 }
 
-/// How many read items a stream with window `capacity` lets owe their credit before it
+/// How many read items a stream with window `window` lets owe their credit before it
 /// sends them back: a quarter of the window, so the sender is never held up, and at
 /// least one (small windows return every credit at once).
-fn credit_batch(capacity: u32) -> u32 {
-    (capacity / 4).max(1)
+fn credit_batch(window: u32) -> u32 {
+    (window / 4).max(1)
 }
 
-/// The credits to send back now out of `owed` (which it clears when it returns them):
-/// all of them once the buffer is empty or a batch is complete, otherwise none.
-fn owed_now(owed: &mut u32, drained: bool, capacity: u32) -> u32 {
-    if drained || *owed >= credit_batch(capacity) {
-        std::mem::take(owed)
+/// The items a stream of `capacity` lets be in flight or unread when they are
+/// `item_len` bytes long: as many as fit in `bytes`, at least one, at most `capacity`
+/// ([`crate::proto::Config::stream_window_bytes`]).
+fn window_for(capacity: u32, item_len: usize, bytes: usize) -> u32 {
+    let fit = bytes / item_len.max(1);
+    u32::try_from(fit).unwrap_or(u32::MAX).min(capacity).max(1)
+}
+
+/// The credits to send back now out of `owed` (which it lowers by what it returns). The
+/// credits that take the stream's `capacity` down to `window` stay owed; of the rest, all
+/// go back once the buffer is empty or a batch of `window` is complete, otherwise none.
+///
+/// The sender is never stalled for good: once the buffer is empty only the held credits
+/// are owed, so at least `window` credits are the sender's or spent on items on the way.
+fn owed_now(owed: &mut u32, drained: bool, capacity: u32, window: u32) -> u32 {
+    let free = owed.saturating_sub(capacity.saturating_sub(window));
+    if free > 0 && (drained || free >= credit_batch(window)) {
+        *owed -= free;
+        free
     } else {
         0
     }

@@ -572,3 +572,144 @@ fn a_window_of_one_returns_each_credit_at_once() {
         assert_eq!(read_one(&mut p, s, Op::UnblockClMux), 1);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Large items: the window in bytes.
+
+/// A pair whose streams let `bytes` of large items be in flight or unread.
+fn window_bytes(bytes: usize) -> Pair {
+    let config = Config {
+        stream_window_bytes: bytes,
+        ..Config::default()
+    };
+    Pair::connected_with(Setup {
+        config,
+        ..Setup::default()
+    })
+}
+
+/// Sends items of `len` bytes on `key` until the stream blocks; returns how many.
+fn fill_with(p: &mut Pair, key: MuxKey, len: usize) -> usize {
+    let now = p.now;
+    let side = holder(p, key);
+    let mut sent = 0;
+    while side.s.send(now, key, Bytes::from(vec![7; len])).is_ok() {
+        sent += 1;
+    }
+    p.drive();
+    sent
+}
+
+/// With a window of 16 items and 4000 bytes, items of 1000 bytes keep at most four in
+/// flight or unread once the first window has arrived; small items take the window
+/// back.
+fn large_items_keep_to_the_window_bytes(reader: MuxKey, writer: MuxKey, op: Op, p: &mut Pair) {
+    let buffered = |p: &Pair| sides(p, reader).0.s.buffered(reader);
+    assert_eq!(fill_with(p, writer, 1000), 16, "the first window is whole");
+    let got: Vec<usize> = (0..16).map(|_| read_one(p, reader, op)).collect();
+    // Twelve credits stay with the reader; each read past them returns its own (a batch
+    // of a four-item window is one).
+    assert_eq!(got, [[0; 12].as_slice(), &[1; 4]].concat());
+    for _ in 0..10 {
+        assert_eq!(fill_with(p, writer, 1000), 4);
+        assert_eq!(buffered(p), 4);
+        let got: Vec<usize> = (0..4).map(|_| read_one(p, reader, op)).collect();
+        assert_eq!(got, [1; 4]);
+    }
+    // Items of 1001 bytes fit three times: the fourth credit stays too.
+    assert_eq!(fill_with(p, writer, 1001), 4);
+    let got: Vec<usize> = (0..4).map(|_| read_one(p, reader, op)).collect();
+    assert_eq!(got, [0, 1, 1, 1]);
+    assert_eq!(fill_with(p, writer, 1001), 3);
+    let got: Vec<usize> = (0..3).map(|_| read_one(p, reader, op)).collect();
+    assert_eq!(got, [1; 3]);
+    // A small item read gives back every held credit in one batch; the last two go
+    // back when the buffer empties.
+    assert_eq!(fill_with(p, writer, 10), 3);
+    assert_eq!(read_one(p, reader, op), 14);
+    assert_eq!(read_one(p, reader, op), 0);
+    assert_eq!(read_one(p, reader, op), 2);
+    assert_eq!(buffered(p), 0);
+    assert_eq!(fill_with(p, writer, 10), 16, "the whole window is back");
+    assert!(!p.a.has_event(|e| matches!(e, Event::Closed { .. })));
+    assert!(!p.b.has_event(|e| matches!(e, Event::Closed { .. })));
+}
+
+#[test]
+fn a_client_reading_large_server_items_keeps_to_the_window_bytes() {
+    let mut p = window_bytes(4000);
+    let (c, s) = open(&mut p, WINDOW16, None, None);
+    large_items_keep_to_the_window_bytes(c, s, Op::UnblockSrvMux, &mut p);
+}
+
+#[test]
+fn a_server_reading_large_client_items_keeps_to_the_window_bytes() {
+    let mut p = window_bytes(4000);
+    let (c, s) = open(&mut p, WINDOW16, None, None);
+    large_items_keep_to_the_window_bytes(s, c, Op::UnblockClMux, &mut p);
+}
+
+#[test]
+fn window_bytes_of_usize_max_leave_the_window_in_items() {
+    let mut p = window_bytes(usize::MAX);
+    let (c, s) = open(&mut p, WINDOW16, None, None);
+    assert_eq!(fill_with(&mut p, s, 1 << 20), 16);
+    let got: Vec<usize> = (0..16)
+        .map(|_| read_one(&mut p, c, Op::UnblockSrvMux))
+        .collect();
+    assert_eq!(got.iter().sum::<usize>(), 16);
+    assert_eq!(got[3], 4, "a batch is a quarter of the whole window");
+    assert_eq!(fill_with(&mut p, s, 1 << 20), 16);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever the item sizes, the window in bytes and how many items each read takes,
+    /// every item arrives in order and the writer is never left blocked with nothing for
+    /// the reader to read.
+    #[test]
+    fn the_window_in_bytes_never_stalls_a_stream(
+        bytes in 1usize..20_000,
+        sizes in proptest::collection::vec(0usize..6_000, 1..120),
+        reads in proptest::collection::vec(1usize..20, 1..8),
+        client_reads in proptest::bool::ANY,
+    ) {
+        let mut p = window_bytes(bytes);
+        let (c, s) = open(&mut p, WINDOW16, None, None);
+        let (reader, writer) = if client_reads { (c, s) } else { (s, c) };
+        let (mut sent, mut got) = (0, 0);
+        for round in 0.. {
+            let now = p.now;
+            let side = holder(&mut p, writer);
+            while let Some(&len) = sizes.get(sent) {
+                match side.s.send(now, writer, Bytes::from(vec![sent as u8; len])) {
+                    Ok(()) => sent += 1,
+                    Err(SendError::Blocked) => break,
+                    Err(e) => panic!("send {sent}: {e}"),
+                }
+            }
+            p.drive();
+            if got == sizes.len() {
+                break;
+            }
+            let buffered = sides(&p, reader).0.s.buffered(reader);
+            proptest::prop_assert!(buffered > 0, "stalled after {got} of {} items", sizes.len());
+            for _ in 0..reads[round % reads.len()] {
+                let now = p.now;
+                match holder(&mut p, reader).s.read(now, reader) {
+                    Read::Item(item) => {
+                        proptest::prop_assert_eq!(item.len(), sizes[got]);
+                        proptest::prop_assert!(item.iter().all(|&b| b == got as u8));
+                        got += 1;
+                    }
+                    Read::Pending => break,
+                    other => panic!("read {got}: {other:?}"),
+                }
+            }
+            p.drive();
+        }
+        let closed = |n: &Node| n.has_event(|e| matches!(e, Event::Closed { .. }));
+        proptest::prop_assert!(!closed(&p.a) && !closed(&p.b), "a side closed the stream");
+    }
+}
