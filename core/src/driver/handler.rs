@@ -48,6 +48,10 @@ impl From<String> for RemoteError {
 }
 
 /// Capacities of a stream handler. Both peers must register the same values.
+///
+/// They count items; a reader also keeps large items to about
+/// [`Config::stream_window_bytes`](crate::proto::Config::stream_window_bytes) on the way
+/// or unread, once the first window has arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamOptions {
     /// Items client→server the server buffers; 0 means the stream takes no input.
