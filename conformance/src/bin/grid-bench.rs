@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p grid-conformance --bin grid-bench -- \
 //!     [--seconds N] [--only single,streams,typed,cluster,memory,runtimes]
-//!     [--runtimes tokio,async-std,smol] [--json]
+//!     [--runtimes tokio,async-std,smol] [--tcp-congestion NAME] [--json]
 //! ```
 //!
 //! Every figure runs for `N` seconds (default 2) after a short warm-up, in one process:
@@ -35,6 +35,13 @@
 //! global executor (`SMOL_THREADS`, default 1). `single` and `streams` run on all three,
 //! the other sections on tokio. The machine is shared and noisy: read the ratios, which
 //! compare figures measured back to back in the same run.
+//!
+//! `--tcp-congestion NAME` sets the TCP congestion control of every listening socket
+//! the benchmark opens, Grid's nodes and the floors alike, so the connections they
+//! accept (which carry the one-way stream items) use it; without it they use the
+//! system's. On loopback, BBR's pacing follows the rate a connection has delivered: a
+//! long-lived link (Grid's) stays paced well below what the CPU can move, where a
+//! fresh connection (a floor's) sometimes escapes it (see the README's figures).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,7 +66,8 @@ use serde::{Deserialize, Serialize};
 
 const USAGE: &str = "usage: grid-bench [--seconds N] \
      [--only single,streams,typed,cluster,memory,runtimes] \
-     [--runtimes tokio,async-std,smol] [--callers 1,16,128] [--repeat N] [--json]";
+     [--runtimes tokio,async-std,smol] [--callers 1,16,128] [--repeat N] \
+     [--tcp-congestion NAME] [--json]";
 const SECTIONS: [&str; 6] = [
     "single", "streams", "typed", "cluster", "memory", "runtimes",
 ];
@@ -322,6 +330,7 @@ struct Cluster {
 impl Cluster {
     async fn start(rt: &Arc<dyn Runtime>, n: usize) -> Cluster {
         let (listeners, hosts) = bind(n);
+        listeners.iter().for_each(congestion_control);
         let started = Arc::new(AtomicUsize::new(0));
         let nodes: Vec<Manager> = listeners
             .into_iter()
@@ -377,9 +386,38 @@ type Ws = WebSocketStream<BoxIo>;
 type WsTx = async_tungstenite::WebSocketSender<BoxIo>;
 type WsRx = async_tungstenite::WebSocketReceiver<BoxIo>;
 
+/// The congestion control `--tcp-congestion` asked for, if any.
+static CONGESTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets `name` as the TCP congestion control of `l` (inherited by what it accepts).
+#[cfg(target_os = "linux")]
+fn set_congestion(l: &std::net::TcpListener, name: &str) -> std::io::Result<()> {
+    socket2::SockRef::from(l).set_tcp_congestion(name.as_bytes())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_congestion(_: &std::net::TcpListener, _: &str) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Gives `l` the congestion control `--tcp-congestion` asked for, if any.
+fn congestion_control(l: &std::net::TcpListener) {
+    if let Some(name) = CONGESTION.get() {
+        set_congestion(l, name).expect("checked when the options were read");
+    }
+}
+
+/// The congestion control connections get where none is set: the system's default.
+fn system_congestion() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 /// A connected WebSocket pair over the runtime's TCP: (client, server).
 async fn ws_pair(rt: &Arc<dyn Runtime>) -> (Ws, Ws) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    congestion_control(&l);
     let addr = l.local_addr().expect("local addr");
     l.set_nonblocking(true).expect("nonblocking");
     let l = rt.listener(l).expect("listener");
@@ -1121,6 +1159,15 @@ fn options() -> Result<(Opts, bool, usize), ExitCode> {
                 })?
             }
             "--repeat" => repeat = a.count(&arg)?,
+            "--tcp-congestion" => {
+                let name = a.text(&arg)?;
+                let probe = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| set_congestion(&l, &name));
+                if let Err(e) = probe {
+                    return Err(a.fail(format!("TCP congestion control {name:?}: {e}")));
+                }
+                let _ = CONGESTION.set(name);
+            }
             "--json" => json = true,
             "-h" | "--help" => return Err(a.help()),
             other => return Err(a.unknown(other)),
@@ -1150,6 +1197,10 @@ fn bench(o: Opts, json: bool, repeat: usize) -> ExitCode {
         rows: Vec::new(),
         header_printed: false,
     };
+    let congestion = CONGESTION.get().cloned().unwrap_or_else(system_congestion);
+    if !report.json {
+        println!("TCP congestion control of the accepted connections: {congestion}");
+    }
     // Memory first, while the process's heap is still small and unfragmented; once.
     if o.wants("memory") {
         memory(&mut report);
@@ -1174,6 +1225,7 @@ fn bench(o: Opts, json: bool, repeat: usize) -> ExitCode {
     if report.json {
         let doc = serde_json::json!({
             "seconds": o.dur.as_secs_f64(),
+            "tcp_congestion": congestion,
             "rows": report.rows,
         });
         println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
@@ -1195,6 +1247,21 @@ fn bench(o: Opts, json: bool, repeat: usize) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reno is built into Linux and open to every user.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_listener_passes_its_congestion_control_to_what_it_accepts() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_congestion(&l, "reno").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        let cc = socket2::SockRef::from(&accepted).tcp_congestion().unwrap();
+        assert_eq!(&cc[..4], b"reno");
+        drop(c);
+        let e = set_congestion(&l, "no-such-control").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    }
 
     fn row(figure: &str, grid: f64, floor: f64) -> Row {
         Row {
