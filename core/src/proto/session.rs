@@ -350,6 +350,36 @@ impl Session {
         }
     }
 
+    /// Bytes of capacity in the session's own queues and tables (frames queued, events,
+    /// the mux tables and timers), not counting what their entries point to. After a
+    /// burst of frames or of muxes they keep the room they grew to until
+    /// [`Session::shrink_buffers`].
+    pub fn buffer_bytes(&self) -> usize {
+        use std::mem::size_of;
+        // A hash table's slot is its entry and one control byte.
+        let table = |cap: usize, entry: usize| cap * (entry + 1);
+        self.queue.capacity() * size_of::<Frame>()
+            + self.lens.capacity() * size_of::<usize>()
+            + self.events.capacity() * size_of::<Event>()
+            + self.unread.capacity() * size_of::<(u64, Option<Unread>)>()
+            + table(self.outgoing.capacity(), size_of::<(u64, ClientMux)>())
+            + table(self.incoming.capacity(), size_of::<(u64, ServerMux)>())
+            + self.mux_timers.buffer_bytes()
+    }
+
+    /// Gives back the room the session's queues and tables grew to beyond what they
+    /// hold now; nothing they hold is dropped. The driver calls it on a link that has
+    /// been quiet for a while.
+    pub fn shrink_buffers(&mut self) {
+        self.queue.shrink_to_fit();
+        self.lens = Vec::new();
+        self.events.shrink_to_fit();
+        self.unread.shrink_to_fit();
+        self.outgoing.shrink_to_fit();
+        self.incoming.shrink_to_fit();
+        self.mux_timers.shrink();
+    }
+
     /// Mux timers currently scheduled (for leak checks).
     pub fn scheduled_timers(&self) -> usize {
         self.mux_timers.len()

@@ -177,6 +177,20 @@ pub(crate) struct MuxTimers {
 }
 
 impl MuxTimers {
+    /// Bytes of capacity the lanes hold.
+    pub(crate) fn buffer_bytes(&self) -> usize {
+        let lanes = self.lanes.capacity() * std::mem::size_of::<Lane>();
+        let slots: usize = self.lanes.iter().map(|l| l.slots.capacity()).sum();
+        lanes + slots * std::mem::size_of::<Slot>()
+    }
+
+    /// Gives back the lanes' capacity beyond the slots they hold.
+    pub(crate) fn shrink(&mut self) {
+        for lane in &mut self.lanes {
+            lane.slots.shrink_to_fit();
+        }
+    }
+
     pub(crate) fn insert(&mut self, at: Instant, key: MuxKey, kind: MuxTimer) {
         let e = (at, key, kind);
         debug_assert!(!self.contains(&e), "timer {e:?} armed twice");

@@ -310,3 +310,48 @@ fn a_request_without_a_deadline_ends_exactly_at_the_default_deadline_on_both_sid
     assert!(p.a.events.is_empty() && p.b.events.is_empty());
     p.assert_clean();
 }
+
+/// A burst of calls grows the session's queue, tables and timers; once it is over,
+/// `shrink_buffers` gives the room back without touching what is still queued, and the
+/// session goes on working.
+#[test]
+fn shrink_buffers_gives_back_what_a_burst_grew_and_keeps_what_is_queued() {
+    let mut p = Pair::connected();
+    let idle = p.a.s.buffer_bytes();
+    let burst: Vec<u64> = (0..2000)
+        .map(|_| p.a.s.request(p.now, ECHO, pattern(16), None).unwrap())
+        .collect();
+    let grown = p.a.s.buffer_bytes();
+    assert!(grown > idle + 2000 * 64, "{idle} -> {grown} bytes");
+    // Shrinking now keeps every queued frame: all 2000 arrive and are answered.
+    p.a.s.shrink_buffers();
+    assert_eq!(p.a.s.stats().queued_frames, 2000);
+    p.drive();
+    for _ in 0..2000 {
+        let (mux, got, _) = p.b.expect_request();
+        assert!(p.b.s.respond(p.now, mux, Ok(got)));
+    }
+    p.drive();
+    for id in burst {
+        assert_eq!(p.a.expect_response(id).unwrap(), pattern(16));
+    }
+    let after = p.a.s.buffer_bytes();
+    assert!(
+        after >= grown,
+        "the burst's room stays until shrunk: {after}"
+    );
+    p.a.s.shrink_buffers();
+    let shrunk = p.a.s.buffer_bytes();
+    assert!(
+        shrunk <= idle + 1024,
+        "{idle} idle, {grown} grown, {shrunk} shrunk"
+    );
+    // The session works as before.
+    let id = p.a.s.request(p.now, ECHO, pattern(3), None).unwrap();
+    p.drive();
+    let (mux, got, _) = p.b.expect_request();
+    assert!(p.b.s.respond(p.now, mux, Ok(got)));
+    p.drive();
+    assert_eq!(p.a.expect_response(id).unwrap(), pattern(3));
+    p.assert_clean();
+}
