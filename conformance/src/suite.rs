@@ -890,6 +890,61 @@ pub async fn every_pacing_moves_every_message(rt: Arc<dyn Runtime>) {
     }
 }
 
+/// A burst of large calls grows a link's buffers on both nodes ([`LinkStats::buffer_bytes`]
+/// at the check after it); once the link is quiet for a ping interval, both give the room
+/// back, and the link still works.
+///
+/// [`LinkStats::buffer_bytes`]: grid_core::driver::LinkStats::buffer_bytes
+pub async fn quiet_links_give_back_their_buffers(rt: Arc<dyn Runtime>) {
+    let c = cluster_with(&rt, 2, |_, b| {
+        let mut cfg = test_config();
+        cfg.ping_interval = Duration::from_millis(300);
+        cfg.pong_timeout = Duration::from_secs(10);
+        b.config(cfg)
+    })
+    .await;
+    let conns = [c.conn(0, 1), c.conn(1, 0)];
+    let gauge = |i: usize| conns[i].stats().buffer_bytes;
+    // Watches node `i`'s gauge until `f` holds; what it read last.
+    let watch = |i: usize, f: fn(usize) -> bool| {
+        let rt = rt.clone();
+        async move {
+            loop {
+                let n = gauge(i);
+                if f(n) {
+                    return n;
+                }
+                rt.sleep_until(Instant::now() + Duration::from_millis(5))
+                    .await;
+            }
+        }
+    };
+    within(&rt, LIMIT, async {
+        // Each node's gauge, watched from before the burst: first grown (the read
+        // buffer, 256 KiB, and the 200 KiB messages' buffers kept for reuse), then small.
+        let track = |i: usize| async move {
+            let grown = watch(i, |n| n >= 400 << 10).await;
+            let quiet = watch(i, |n| n < 32 << 10).await;
+            (grown, quiet)
+        };
+        let body = pattern(200 << 10);
+        let calls = (0..32).map(|_| {
+            let (conn, body) = (conns[0].clone(), body.clone());
+            async move { assert_eq!(conn.request(ECHO, body.clone()).await, Ok(body)) }
+        });
+        let burst = futures_util::future::join_all(calls);
+        let (_, a, b) = futures_util::future::join3(burst, track(0), track(1)).await;
+        for (i, (grown, quiet)) in [a, b].into_iter().enumerate() {
+            assert!(quiet < grown, "node {i}: {grown} -> {quiet}");
+        }
+        let small = pattern(100);
+        assert_eq!(conns[1].request(ECHO, small.clone()).await, Ok(small));
+        assert_eq!(conns[0].request(ECHO, body.clone()).await, Ok(body));
+    })
+    .await;
+    c.shutdown().await;
+}
+
 /// A socket task writes about [`Pacing::write_round_bytes`] at once: 64 requests of
 /// 64 KiB, started together, leave in batches of at most the round and one message with
 /// rounds of one message and of 256 KiB, and in batches over a megabyte with a 4 MiB
@@ -1552,6 +1607,7 @@ macro_rules! suite_tests {
             stream_roundtrip,
             every_pacing_moves_every_message,
             write_batches_follow_the_pacing,
+            quiet_links_give_back_their_buffers,
             socket_tasks_yield_after_a_handoff,
             socket_tasks_yield_after_their_read_round,
             answered_handlers_take_no_task,

@@ -133,6 +133,9 @@ pub(crate) struct LinkState {
     /// that do not read it (stream reads and sends, answers), which saves a clock read
     /// per item.
     now: Instant,
+    /// The buffer room the socket task and the session held at the task's last quiet
+    /// check ([`LinkStats::buffer_bytes`]).
+    buffer_bytes: usize,
 }
 
 /// A link to one peer.
@@ -171,6 +174,13 @@ pub struct LinkStats {
     pub last_error: Option<String>,
     /// The current or last session's counters.
     pub session: Stats,
+    /// Bytes of buffer room the link held at its last check: the socket's read and
+    /// encode buffers, free message buffers kept for reuse, and the session's queues and
+    /// tables (not the messages in them). A burst grows them; a link that moved less than
+    /// 64 KiB between two checks gives the room back. The socket task checks when the
+    /// session's timers fire, at most once per [`Config::ping_interval`](crate::proto::Config::ping_interval);
+    /// 0 before the first.
+    pub buffer_bytes: usize,
 }
 
 impl Link {
@@ -195,6 +205,7 @@ impl Link {
                 shut: false,
                 now: Instant::now(),
                 handlers: Vec::new(),
+                buffer_bytes: 0,
             }),
             writer: Notify::default(),
         })
@@ -214,6 +225,7 @@ impl Link {
             dial_attempts: st.dial_attempts,
             last_error: st.last_error.clone(),
             session,
+            buffer_bytes: st.buffer_bytes,
         }
     }
 
@@ -869,6 +881,7 @@ async fn io_loop(link: Arc<Link>, epoch: u64, ws: ws::Socket, done: Signal) {
         write_round: pacing.write_round_bytes.max(1),
         handed_off: false,
         stall: shared.cluster.config.write_stall_timeout,
+        quiet: Quiet::new(shared.cluster.config.ping_interval),
         link,
         epoch,
         ws,
@@ -964,6 +977,46 @@ struct SocketTask {
     written: u64,
     /// Handlers taken from the link state, started after its lock is released.
     handlers: Vec<BoxFuture<'static, ()>>,
+    /// When the buffers are given back.
+    quiet: Quiet,
+}
+
+/// A link that moved fewer bytes than this between two quiet checks gives back its
+/// buffers.
+const QUIET_BYTES: u64 = 64 * 1024;
+
+/// Decides when a link has been quiet long enough to give back the buffer room a burst
+/// grew: asked when the session's timers fire, it checks at most once per `period`, and
+/// the link is quiet when fewer than [`QUIET_BYTES`] were read and written since the
+/// last check. A busy link keeps its buffers; an idle one (only pings) frees them within
+/// two periods.
+#[derive(Debug)]
+struct Quiet {
+    period: Duration,
+    next: Option<Instant>,
+    moved: u64,
+}
+
+impl Quiet {
+    fn new(period: Duration) -> Quiet {
+        Quiet {
+            period,
+            next: None,
+            moved: 0,
+        }
+    }
+
+    /// With `moved` bytes read and written so far: `None` when no check is due,
+    /// else whether the link was quiet since the last check.
+    fn check(&mut self, now: Instant, moved: u64) -> Option<bool> {
+        if self.next.is_some_and(|next| now < next) {
+            return None;
+        }
+        self.next = Some(now + self.period);
+        let quiet = moved.saturating_sub(self.moved) < QUIET_BYTES;
+        self.moved = moved;
+        Some(quiet)
+    }
 }
 
 /// The waker the socket's read side gets: it marks the socket readable, then wakes the
@@ -1098,8 +1151,8 @@ impl SocketTask {
         let idle = self.out.is_empty() && !self.unflushed;
         let mut closed = false;
         if !self.inbound.is_empty() || self.due || (self.dirty && idle) {
-            self.due = false;
-            match self.step(idle) {
+            let due = std::mem::take(&mut self.due);
+            match self.step(idle, due) {
                 Some(c) => closed = c,
                 None => return Poll::Ready(Some(Stop::Ended)),
             }
@@ -1176,9 +1229,13 @@ impl SocketTask {
 
     /// Hands the inbound messages to the session, runs its due timers, takes its
     /// outbound frames when the socket is idle (`take`), dispatches its events and
-    /// encodes the frames taken. Returns whether the session is closed, or `None` when
-    /// this socket's session is gone.
-    fn step(&mut self, take: bool) -> Option<bool> {
+    /// encodes the frames taken. When the timer fired (`due`), checks whether the link
+    /// is quiet ([`Quiet`]) and if so gives back the session's and its own spare buffer
+    /// room. Returns whether the session is closed, or `None` when this socket's session
+    /// is gone.
+    fn step(&mut self, take: bool, due: bool) -> Option<bool> {
+        let moved = self.ws.io.read() + self.ws.io.written();
+        let mut session_bytes = None;
         let (mut next, mut closed) = {
             let mut st = self.link.lock();
             if st.epoch != self.epoch {
@@ -1194,6 +1251,12 @@ impl SocketTask {
             }
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
+            }
+            if let Some(quiet) = due.then(|| self.quiet.check(now, moved)).flatten() {
+                if quiet {
+                    s.shrink_buffers();
+                }
+                session_bytes = Some((quiet, s.buffer_bytes()));
             }
             let taken = take_frames(
                 &mut st,
@@ -1243,6 +1306,13 @@ impl SocketTask {
             &mut self.out,
         );
         self.frames.clear();
+        if let Some((quiet, session)) = session_bytes {
+            if quiet {
+                self.trim();
+            }
+            let own = self.buffer_bytes();
+            self.link.lock().buffer_bytes = session + own;
+        }
         if let Some(at) = next {
             // Re-armed only when the deadline moved earlier: a timer that fires early
             // finds nothing due and is set again for the real deadline.
@@ -1251,6 +1321,31 @@ impl SocketTask {
             }
         }
         Some(closed)
+    }
+
+    /// Gives back the room its buffers and queues grew to beyond what they hold.
+    fn trim(&mut self) {
+        self.ws.trim();
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        self.inbound.shrink_to_fit();
+        self.frames.shrink_to_fit();
+        self.counts.shrink_to_fit();
+        self.out.shrink_to_fit();
+        self.handlers.shrink_to_fit();
+    }
+
+    /// Bytes of buffer room held: the socket's buffers and the task's queues.
+    fn buffer_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.ws.reader.buffer_bytes()
+            + self.buf.capacity()
+            + self.inbound.capacity() * size_of::<Bytes>()
+            + self.frames.capacity() * size_of::<Frame>()
+            + self.counts.capacity() * size_of::<(usize, usize)>()
+            + self.out.capacity() * size_of::<ws::Segment>()
+            + self.handlers.capacity() * size_of::<BoxFuture<'static, ()>>()
     }
 
     /// Writes the queued batches and flushes them; returns whether everything queued
@@ -1361,5 +1456,32 @@ pub(crate) async fn dial_loop(link: Arc<Link>) {
                 redial.failed(Instant::now());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_is_quiet_after_a_period_with_less_than_64_kib_moved() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut q = Quiet::new(Duration::from_secs(10));
+        // The first check comes at the first timer; the handshake moved little.
+        assert_eq!(q.check(s(0), 300), Some(true));
+        // No second check within the period, however much moved.
+        assert_eq!(q.check(s(9), 10 << 20), None);
+        // A burst since the last check: busy.
+        assert_eq!(q.check(s(10), 10 << 20), Some(false));
+        // Then pings only, up to one byte short of the limit: quiet.
+        let busy = 10 << 20;
+        assert_eq!(q.check(s(25), busy + QUIET_BYTES - 1), Some(true));
+        // Exactly the limit is not quiet.
+        let at = busy + QUIET_BYTES - 1;
+        assert_eq!(q.check(s(35), at + QUIET_BYTES), Some(false));
+        // The period runs from the last check, not from the first.
+        assert_eq!(q.check(s(44), at + QUIET_BYTES), None);
+        assert_eq!(q.check(s(45), at + QUIET_BYTES), Some(true));
     }
 }

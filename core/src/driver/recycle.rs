@@ -80,6 +80,18 @@ impl Recycler {
         }
     }
 
+    /// Bytes of capacity kept.
+    pub(crate) fn kept_bytes(&self) -> usize {
+        self.free().bytes
+    }
+
+    /// Gives every kept buffer back to the allocator.
+    pub(crate) fn clear(&self) {
+        let mut free = self.free();
+        free.bufs = Vec::new();
+        free.bytes = 0;
+    }
+
     /// How many buffers are kept, and their total capacity.
     #[cfg(test)]
     pub(crate) fn kept(&self) -> (usize, usize) {

@@ -396,7 +396,8 @@ struct Partial {
 /// was started. A message larger than the limit is refused from its header, before
 /// anything is allocated for it.
 pub(crate) struct FrameReader {
-    /// Bytes read and not yet consumed: `buf[start..end]`. Allocated (and zeroed) once.
+    /// Bytes read and not yet consumed: `buf[start..end]`. Allocated (and zeroed) with
+    /// the reader, and again on the first read after [`FrameReader::trim`] gave it back.
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -445,6 +446,9 @@ impl FrameReader {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+            if self.buf.is_empty() {
+                self.buf = vec![0; READ_CHUNK];
+            }
             match Pin::new(&mut *io).poll_read(cx, &mut self.buf[self.end..]) {
                 Poll::Ready(Ok(0)) if self.end == 0 && self.frame.is_none() => {
                     return match self.message {
@@ -460,6 +464,26 @@ impl FrameReader {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Gives back the read buffer if it holds no unparsed byte (the next read allocates
+    /// it again) and the free message buffers. A message being read keeps its buffer.
+    pub(crate) fn trim(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+        self.recycler.clear();
+    }
+
+    /// Bytes of buffer capacity held: the read buffer, the message being read and the
+    /// free message buffers.
+    pub(crate) fn buffer_bytes(&self) -> usize {
+        self.buf.capacity()
+            + self.frame.as_ref().map_or(0, |p| p.data.capacity())
+            + self.message.as_ref().map_or(0, |(_, m)| m.capacity())
+            + self.recycler.kept_bytes()
     }
 
     /// Consumes the bytes read: the next message or control frame once one is whole.
@@ -695,6 +719,7 @@ const MAX_SLICES: usize = 64;
 pub(crate) struct Metered {
     io: BoxIo,
     written: u64,
+    read: u64,
     /// The bytes written so far end inside one of Grid's frames: nothing else may be
     /// written until it is finished (a close frame or pong would land inside it).
     mid_batch: bool,
@@ -709,6 +734,7 @@ impl Metered {
         Metered {
             io,
             written: 0,
+            read: 0,
             mid_batch: false,
             cut: None,
             after_head: Vec::new(),
@@ -718,6 +744,11 @@ impl Metered {
     /// Bytes written so far.
     pub(crate) fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Bytes read from the socket so far.
+    pub(crate) fn read(&self) -> u64 {
+        self.read
     }
 
     /// Whether the bytes written so far end inside a frame.
@@ -807,6 +838,7 @@ impl AsyncRead for Metered {
             Poll::Ready(Ok(n)) => n,
             other => return other,
         };
+        this.read += n as u64;
         if let Some(cut) = &mut this.cut {
             if let Some(head) = cut.feed(&buf[..n]) {
                 // Frames that follow a 101 are Grid's to read; a refusal's body is the
@@ -858,6 +890,11 @@ impl Socket {
             reader,
             mask: client.then(MaskKeys::new),
         }
+    }
+
+    /// Gives back the buffers a quiet socket does not need (see [`FrameReader::trim`]).
+    pub(crate) fn trim(&mut self) {
+        self.reader.trim();
     }
 
     /// The next message or control frame; `Ok(None)` when the socket ends.
@@ -1487,6 +1524,80 @@ mod tests {
             // The buffer returned last is taken first.
             assert_eq!(next(65_536).as_ptr(), third_at);
         }
+    }
+
+    /// A reader yielding the given pieces, one per read.
+    struct Pieces(VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let Some(piece) = self.0.front_mut() else {
+                return Poll::Ready(Ok(0));
+            };
+            let n = buf.len().min(piece.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            piece.drain(..n);
+            if piece.is_empty() {
+                self.0.pop_front();
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    /// `trim` gives back the read buffer once everything read is parsed, and the free
+    /// message buffers; bytes read and not yet parsed (here part of a header) keep the
+    /// read buffer, and reading goes on correctly either way.
+    #[test]
+    fn a_trimmed_reader_gives_back_its_buffers_and_reads_on() {
+        let frames: Vec<Vec<u8>> = [70_000, 100, 65_536, 10]
+            .iter()
+            .map(|&n| framed(OP_BINARY, true, &payload(n), None))
+            .collect();
+        let mut second = frames[1].clone();
+        second.extend_from_slice(&frames[2][..5]);
+        let pieces = [
+            frames[0].clone(),
+            second,
+            frames[2][5..].to_vec(),
+            frames[3].clone(),
+        ];
+        let mut io = Pieces(pieces.into());
+        let mut r = FrameReader::new(false, 1 << 20, &[]);
+        let waker = futures_util::task::noop_waker();
+        let mut next =
+            |r: &mut FrameReader| match r.poll_next(&mut io, &mut Context::from_waker(&waker)) {
+                Poll::Ready(Ok(Some(Inbound::Binary(b)))) => b,
+                other => panic!("{other:?}"),
+            };
+        drop(next(&mut r));
+        // The read buffer, and the dropped message's buffer kept for the next.
+        assert!(
+            r.buffer_bytes() >= READ_CHUNK + 70_000,
+            "{}",
+            r.buffer_bytes()
+        );
+        r.trim();
+        assert_eq!(r.buffer_bytes(), 0);
+        assert_eq!(next(&mut r), payload(100));
+        // Five bytes of the next header wait in the read buffer.
+        r.trim();
+        assert_eq!(r.buffer_bytes(), READ_CHUNK);
+        let held = next(&mut r);
+        assert_eq!(held, payload(65_536));
+        assert_eq!(next(&mut r), payload(10));
+        r.trim();
+        assert_eq!(
+            r.buffer_bytes(),
+            0,
+            "a message still held is not the reader's"
+        );
+        assert_eq!(held, payload(65_536));
+        let end = r.poll_next(&mut io, &mut Context::from_waker(&waker));
+        assert!(matches!(end, Poll::Ready(Ok(None))), "{end:?}");
     }
 
     /// The buffers large fragments were read into go back to the recycler once their
