@@ -253,10 +253,10 @@ pub(crate) fn put_binary_header(out: &mut BytesMut, len: usize, mask: Option<[u8
     put_header(out, OP_BINARY, len, mask);
 }
 
-/// Appends the header of one final frame with `opcode` carrying `len` bytes (room for
-/// those is the caller's to reserve).
+/// Appends the header of one final frame with `opcode` carrying `len` bytes. Room for
+/// the header and the bytes is the caller's to reserve, once: `out` grows as it is
+/// written to if the caller did not.
 fn put_header(out: &mut BytesMut, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
-    out.reserve(MAX_HEADER);
     out.put_u8(0x80 | opcode);
     let masked = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
