@@ -600,6 +600,82 @@ pub async fn upgrade_without_connect_frame(rt: Arc<dyn Runtime>) {
     p.shutdown().await;
 }
 
+/// A ping that comes before the connect request is answered with its pong (RFC 6455
+/// §5.5.2); a client that then stays silent is still dropped at the handshake deadline.
+/// One that floods pings and never reads its pongs cannot hold the handshake (or its
+/// closing) past the deadline either, and leaves no task behind.
+pub async fn pings_during_the_handshake(rt: Arc<dyn Runtime>) {
+    let cfg = fast_config();
+    let p = proxied(&rt, cfg.clone()).await;
+    let baseline = idle_tasks(&rt, &p.acceptor).await;
+    let addr = p.acceptor_addr;
+    within(&rt, LIMIT, async {
+        let (pong, took) = blocking(move || {
+            let t0 = Instant::now();
+            let mut s = upgraded(addr);
+            s.write_all(&client_ping(b"hello")).expect("ping");
+            let mut pong = [0u8; 7];
+            s.read_exact(&mut pong).expect("pong");
+            let (closed, _) = wait_closed(&mut s, Duration::from_secs(5));
+            (pong, closed.map(|_| t0.elapsed()))
+        })
+        .await;
+        assert_eq!(&pong, b"\x8a\x05hello");
+        let took = took.expect("the silent client was never dropped");
+        assert!(
+            took <= cfg.handshake_timeout + Duration::from_millis(700),
+            "{took:?}"
+        );
+
+        let (sent, took) = blocking(move || {
+            let t0 = Instant::now();
+            let mut s = upgraded(addr);
+            s.set_write_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
+            let pings = client_ping(&[7; 125]).repeat(1000);
+            let mut sent = 0usize;
+            while t0.elapsed() < Duration::from_secs(5) {
+                match s.write(&pings) {
+                    Ok(n) => sent += n,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => return (sent, Some(t0.elapsed())),
+                }
+            }
+            (sent, None)
+        })
+        .await;
+        let took = took.expect("the flooding client was never dropped");
+        // Enough pings that their pongs fill both sockets' buffers.
+        assert!(sent > 8 << 20, "{sent} bytes of pings");
+        assert!(
+            took <= cfg.handshake_timeout + Duration::from_millis(700),
+            "{took:?}"
+        );
+        tasks_back_to(&rt, &p.acceptor, baseline).await;
+        assert_eq!(p.out().request(ECHO, Bytes::new()).await, Ok(Bytes::new()));
+    })
+    .await;
+    p.shutdown().await;
+}
+
+/// A socket to `addr`, upgraded to a WebSocket.
+fn upgraded(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(upgrade_request("/minio/grid/v1", Some("secret")).as_bytes())
+        .expect("write");
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// A client's ping frame carrying `payload` (at most 125 bytes), masked with the zero
+/// key, which leaves the payload as it is.
+fn client_ping(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
 /// Connects to `addr`, waits `delay`, upgrades and then sends nothing; returns the
 /// response head and how long after the connect the server closed the socket.
 fn silent_after_upgrade(addr: SocketAddr, delay: Duration) -> (String, Option<Duration>) {
@@ -1439,6 +1515,7 @@ macro_rules! hardening_tests {
             rst_mid_stream,
             dripped_handshake_dropped_at_deadline,
             upgrade_without_connect_frame,
+            pings_during_the_handshake,
             handshake_deadline_spans_upgrade_and_connect,
             bad_upgrade_requests,
             reconnect_storm,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{Either, select};
@@ -562,6 +562,9 @@ async fn serve(inner: &Inner, io: BoxIo, peer: Option<SocketAddr>, tls: bool) {
     handshake(inner, ws, peer, accepted).await;
 }
 
+/// How long a refused or failed handshake may take to send its last frames and close.
+const GOODBYE: Duration = Duration::from_millis(100);
+
 /// Runs the acceptor's handshake on an upgraded socket, then installs the session.
 async fn handshake(inner: &Inner, mut ws: ws::Socket, peer: Option<SocketAddr>, accepted: Instant) {
     let shared = &inner.shared;
@@ -577,17 +580,34 @@ async fn handshake(inner: &Inner, mut ws: ws::Socket, peer: Option<SocketAddr>, 
             Either::Left((Ok(Some(ws::Inbound::Close(_)) | None) | Err(_), _)) => {
                 session.close(LostReason::Transport("closed during handshake".into()))
             }
-            // Not part of the handshake: a ping this early goes unanswered.
-            Either::Left((Ok(Some(_)), _)) => {}
+            // Answered as RFC 6455 asks; a peer that pings and does not read cannot
+            // hold the handshake past its deadline with a blocked pong.
+            Either::Left((Ok(Some(ws::Inbound::Ping(p))), _)) => {
+                let pong = Box::pin(ws.pong(&p));
+                if let Either::Right(_) = select(pong, shared.sleep_until(at)).await {
+                    session.handle_timeout(Instant::now());
+                }
+            }
+            // Pongs and text: not part of the protocol.
+            Either::Left((Ok(Some(ws::Inbound::Skipped)), _)) => {}
             Either::Right(_) => session.handle_timeout(Instant::now()),
         }
     }
     if session.is_closed() {
         let mut buf = bytes::BytesMut::new();
-        while session.poll_transmit(&mut buf).is_some() {
-            let _ = ws.send(&buf.split()).await;
-        }
-        ws.close(Some(ws::CLOSE_NORMAL)).await;
+        let goodbye = async {
+            while session.poll_transmit(&mut buf).is_some() {
+                let _ = ws.send(&buf.split()).await;
+            }
+            ws.close(Some(ws::CLOSE_NORMAL)).await;
+        };
+        // Best effort: a peer that does not read (one that flooded pings, say) must
+        // not hold this task.
+        let _ = select(
+            Box::pin(goodbye),
+            shared.sleep_until(Instant::now() + GOODBYE),
+        )
+        .await;
         while let Some(ev) = session.poll_event() {
             if let crate::proto::Event::Lost(LostReason::RejectedPeer(reason)) = ev {
                 let who = peer.map_or("?".into(), |p| p.ip().to_string());

@@ -921,6 +921,13 @@ impl Socket {
         std::future::poll_fn(|cx| self.io.poll_flush_frames(cx)).await
     }
 
+    /// Sends the pong that answers a ping carrying `payload`.
+    pub(crate) async fn pong(&mut self, payload: &[u8]) -> io::Result<()> {
+        let mut b = BytesMut::new();
+        self.put_pong(&mut b, payload);
+        self.write_all(b.freeze()).await
+    }
+
     /// Sends one binary message.
     pub(crate) async fn send(&mut self, message: &[u8]) -> io::Result<()> {
         let mut b = BytesMut::new();
