@@ -1374,6 +1374,8 @@ mod tests {
         bytes: Vec<u8>,
         at: usize,
         chunk: usize,
+        /// Offsets no read goes past, in order.
+        cuts: VecDeque<usize>,
     }
 
     impl Chunks {
@@ -1382,6 +1384,15 @@ mod tests {
                 bytes,
                 at: 0,
                 chunk,
+                cuts: VecDeque::new(),
+            }
+        }
+
+        /// `bytes` read whole up to each of `cuts`, then up to the next.
+        fn cut_at(bytes: Vec<u8>, cuts: &[usize]) -> Chunks {
+            Chunks {
+                cuts: cuts.iter().copied().collect(),
+                ..Chunks::new(bytes, usize::MAX)
             }
         }
     }
@@ -1392,9 +1403,13 @@ mod tests {
             _: &mut Context<'_>,
             buf: &mut [u8],
         ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.chunk).min(self.bytes.len() - self.at);
+            let end = self.cuts.front().copied().unwrap_or(self.bytes.len());
+            let n = buf.len().min(self.chunk).min(end - self.at);
             buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
             self.at += n;
+            if self.cuts.front() == Some(&self.at) {
+                self.cuts.pop_front();
+            }
             Poll::Ready(Ok(n))
         }
     }
@@ -1533,28 +1548,6 @@ mod tests {
         }
     }
 
-    /// A reader yielding the given pieces, one per read.
-    struct Pieces(VecDeque<Vec<u8>>);
-
-    impl AsyncRead for Pieces {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
-            let Some(piece) = self.0.front_mut() else {
-                return Poll::Ready(Ok(0));
-            };
-            let n = buf.len().min(piece.len());
-            buf[..n].copy_from_slice(&piece[..n]);
-            piece.drain(..n);
-            if piece.is_empty() {
-                self.0.pop_front();
-            }
-            Poll::Ready(Ok(n))
-        }
-    }
-
     /// `trim` gives back the read buffer once everything read is parsed, and the free
     /// message buffers; bytes read and not yet parsed (here part of a header) keep the
     /// read buffer, and reading goes on correctly either way.
@@ -1564,15 +1557,15 @@ mod tests {
             .iter()
             .map(|&n| framed(OP_BINARY, true, &payload(n), None))
             .collect();
-        let mut second = frames[1].clone();
-        second.extend_from_slice(&frames[2][..5]);
-        let pieces = [
-            frames[0].clone(),
-            second,
-            frames[2][5..].to_vec(),
-            frames[3].clone(),
-        ];
-        let mut io = Pieces(pieces.into());
+        // Reads end after the first frame, 5 bytes into the third, and after it.
+        let ends: Vec<usize> = frames
+            .iter()
+            .scan(0, |at, f| {
+                *at += f.len();
+                Some(*at)
+            })
+            .collect();
+        let mut io = Chunks::cut_at(frames.concat(), &[ends[0], ends[1] + 5, ends[2]]);
         let mut r = FrameReader::new(false, 1 << 20, &[]);
         let waker = futures_util::task::noop_waker();
         let mut next =
