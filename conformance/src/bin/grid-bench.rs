@@ -175,6 +175,9 @@ struct Row {
     ratio: Option<f64>,
     target: Option<Goal>,
     met: Option<bool>,
+    /// In a median row: each round's ratio, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    round_ratios: Vec<f64>,
 }
 
 struct Report {
@@ -207,6 +210,7 @@ impl Report {
             ratio,
             target,
             met,
+            round_ratios: Vec::new(),
         };
         if !self.json {
             if !self.header_printed {
@@ -246,8 +250,16 @@ fn line(r: &Row) -> String {
         }
         _ => String::new(),
     };
+    // A median's spread: its rounds' ratios, lowest to highest.
+    let rounds = match r.round_ratios.iter().copied().reduce(f64::min) {
+        Some(lo) if r.round_ratios.len() > 1 => {
+            let hi = r.round_ratios.iter().copied().fold(lo, f64::max);
+            format!("rounds {lo:.2}-{hi:.2}x  ")
+        }
+        _ => String::new(),
+    };
     format!(
-        "{:<9} {:<9} {:<34} {:>12} {:>12} {:>7}  {:<8} {}",
+        "{:<9} {:<9} {:<34} {:>12} {:>12} {:>7}  {:<8} {rounds}{}",
         r.section,
         r.runtime,
         r.figure,
@@ -1104,7 +1116,7 @@ fn medians(rows: Vec<Row>) -> Vec<Row> {
             let floors: Vec<f64> = g.iter().filter_map(|r| r.floor).collect();
             let ratios: Vec<f64> = g.iter().filter_map(|r| r.ratio).collect();
             let first = &g[0];
-            let ratio = (!ratios.is_empty()).then(|| median(ratios));
+            let ratio = (!ratios.is_empty()).then(|| median(ratios.clone()));
             let met = Goal::met(first.target, ratio);
             Row {
                 section: first.section,
@@ -1116,6 +1128,7 @@ fn medians(rows: Vec<Row>) -> Vec<Row> {
                 ratio,
                 target: first.target,
                 met,
+                round_ratios: ratios,
             }
         })
         .collect()
@@ -1274,6 +1287,7 @@ mod tests {
             ratio: Some(grid / floor),
             target: Some(Goal::AtLeast(1.0)),
             met: None,
+            round_ratios: Vec::new(),
         }
     }
 
@@ -1295,5 +1309,16 @@ mod tests {
         assert_eq!((m[1].figure.as_str(), m[1].grid), ("b", 2.0));
         assert_eq!(m[1].ratio, Some(0.5));
         assert_eq!(m[1].met, Some(false));
+        assert_eq!(m[1].round_ratios, [0.25, 0.75, 0.5]);
+        // The table shows the spread of the rounds next to the median.
+        assert!(
+            line(&m[1]).ends_with("rounds 0.25-0.75x  >= 1x MISSED"),
+            "{}",
+            line(&m[1])
+        );
+        assert!(
+            !line(&row("c", 1.0, 1.0)).contains("rounds"),
+            "one round: no spread"
+        );
     }
 }
