@@ -1234,7 +1234,6 @@ impl SocketTask {
     /// room. Returns whether the session is closed, or `None` when this socket's session
     /// is gone.
     fn step(&mut self, take: bool, due: bool) -> Option<bool> {
-        let moved = self.ws.io.read() + self.ws.io.written();
         let mut session_bytes = None;
         let (mut next, mut closed) = {
             let mut st = self.link.lock();
@@ -1252,7 +1251,9 @@ impl SocketTask {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
-            if let Some(quiet) = due.then(|| self.quiet.check(now, moved)).flatten() {
+            // Bytes moved so far, read only when a check is due.
+            let moved = || self.ws.io.read() + self.ws.io.written();
+            if let Some(quiet) = due.then(|| self.quiet.check(now, moved())).flatten() {
                 if quiet {
                     s.shrink_buffers();
                 }
