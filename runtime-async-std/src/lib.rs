@@ -32,7 +32,11 @@ pub use grid_core::driver::*;
 pub use grid_core::proto::{CallError, Config, RegisterError};
 pub use grid_core::typed;
 pub use grid_core::{self as core};
+use smol::Async;
 use smol::net::{TcpListener, TcpStream};
+
+mod sock;
+use crate::sock::ShortReads;
 
 /// Where tasks run; everything else is the shared async-io stack.
 pub trait Executor: Send + Sync + 'static {
@@ -125,14 +129,21 @@ pub fn smol_runtime() -> Arc<dyn Runtime> {
     Arc::new(Smol::default())
 }
 
+/// A connected socket as a link's [`Io`], with `TCP_NODELAY` set.
+fn boxed(s: TcpStream) -> io::Result<BoxIo> {
+    s.set_nodelay(true)?;
+    Ok(Box::new(ShortReads::new(
+        Arc::<Async<std::net::TcpStream>>::from(s),
+    )))
+}
+
 struct AsyncIoListener(TcpListener);
 
 impl Listener for AsyncIoListener {
     fn accept(&self) -> BoxFuture<'_, io::Result<(BoxIo, SocketAddr)>> {
         Box::pin(async move {
             let (s, peer) = self.0.accept().await?;
-            s.set_nodelay(true)?;
-            Ok((Box::new(s) as BoxIo, peer))
+            Ok((boxed(s)?, peer))
         })
     }
 
@@ -154,11 +165,7 @@ impl<E: Executor> Runtime for AsyncIoRuntime<E> {
     }
 
     fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>> {
-        Box::pin(async move {
-            let s = TcpStream::connect(addr).await?;
-            s.set_nodelay(true)?;
-            Ok(Box::new(s) as BoxIo)
-        })
+        Box::pin(async move { boxed(TcpStream::connect(addr).await?) })
     }
 
     fn listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
