@@ -938,14 +938,15 @@ fn typed(report: &mut Report, o: &Opts) {
         let mut out = Vec::new();
         for n in [1, 16] {
             let conn = c.conn(0, 1);
-            let s = small.clone();
-            // Typed: the struct in, the struct out; `drive` checks lengths, so report
-            // the encoded length.
-            let call: CallFn = Arc::new(move |_p| {
+            let s = Arc::new(small.clone());
+            // Typed: the struct in, the struct out, checked equal; `drive` checks lengths,
+            // so the call gives back a payload of the encoded length.
+            let call: CallFn = Arc::new(move |p| {
                 let fut = TYPED_HANDLER.call(&conn, &s);
+                let s = s.clone();
                 Box::pin(async move {
-                    let back = fut.await.expect("typed call");
-                    grid_core::typed::Message::encode(&back).expect("encode")
+                    assert_eq!(fut.await.expect("typed call"), *s, "typed echo");
+                    p
                 })
             });
             let t = drive(&r, n, dur, payload(raw_len), call).await;
