@@ -41,7 +41,7 @@
 //! accept (which carry the one-way stream items) use it; without it they use the
 //! system's. On loopback, BBR's pacing follows the rate a connection has delivered: a
 //! long-lived link (Grid's) stays paced well below what the CPU can move, where a
-//! fresh connection (a floor's) sometimes escapes it (see the README's figures).
+//! fresh connection (a floor's) sometimes escapes it (see `conformance/BENCHMARKS.md`).
 
 use std::collections::HashMap;
 use std::future::Future;
