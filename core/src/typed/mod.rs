@@ -76,6 +76,7 @@ mod payloads;
 mod single;
 mod stream;
 
+use std::cell::RefCell;
 use std::fmt;
 
 use bytes::Bytes;
@@ -102,18 +103,43 @@ pub trait Message: Sized {
     fn decode(payload: &[u8]) -> Result<Self, CodecError>;
 }
 
-/// Bytes an encoding starts with, so that a small message is written without growing its
-/// buffer (from empty, an 83-byte struct grew it five times; with this room, encoding it
-/// took 85 ns instead of 162).
-const ENCODE_ROOM: usize = 128;
+/// The most a thread's encode buffer keeps between messages. An encoding up to this size
+/// is copied out of it into an allocation of its own size; a larger one takes the buffer
+/// along, and the thread starts a new one.
+const SCRATCH_MAX: usize = 64 << 10;
 
-/// Encodes with `write` into a buffer that starts with [`ENCODE_ROOM`] bytes.
-fn encode_into<E: std::fmt::Display>(
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Encodes with `write` into this thread's encode buffer, which keeps its room between
+/// messages, so a message costs one allocation of its exact size. Growing a buffer from
+/// empty for each message cost more than the encoding: typed calls at 16 callers on
+/// tokio read 144–149 k req/s that way, 195–202 k from a buffer starting at 128 bytes and
+/// 204–215 k with this one. A value whose encoding encodes another message (a nested
+/// payload) gets a buffer of its own.
+fn encode_into<E: fmt::Display>(
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<Bytes, CodecError> {
-    let mut buf = Vec::with_capacity(ENCODE_ROOM);
-    write(&mut buf).map_err(CodecError::new)?;
-    Ok(Bytes::from(buf))
+    SCRATCH.with(|cell| {
+        let mut own = Vec::new();
+        let mut kept = cell.try_borrow_mut();
+        let buf = match &mut kept {
+            Ok(kept) => &mut **kept,
+            Err(_) => &mut own,
+        };
+        buf.clear();
+        let written = write(buf).map_err(CodecError::new);
+        let out = match written {
+            Ok(()) if buf.len() > SCRATCH_MAX => Ok(Bytes::from(std::mem::take(buf))),
+            Ok(()) => Ok(Bytes::copy_from_slice(buf)),
+            Err(e) => Err(e),
+        };
+        if buf.capacity() > SCRATCH_MAX {
+            *buf = Vec::new();
+        }
+        out
+    })
 }
 
 impl<T: Serialize + DeserializeOwned> Message for T {
@@ -269,5 +295,64 @@ fn join_route(outer: Option<&str>, inner: Option<&str>) -> Option<String> {
         (Some(a), Some(b)) => Some(format!("{a}/{b}")),
         (Some(a), None) | (None, Some(a)) => Some(a.to_owned()),
         (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept_room() -> usize {
+        SCRATCH.with(|c| c.borrow().capacity())
+    }
+
+    #[test]
+    fn encodings_match_rmp_and_the_buffer_keeps_at_most_its_bound() {
+        let small = ("key".to_owned(), 42u32, true);
+        assert_eq!(
+            &small.encode().unwrap()[..],
+            &rmp_serde::to_vec_named(&small).unwrap()[..]
+        );
+        let large: Vec<u32> = (0..40_000).collect();
+        let enc = large.encode().unwrap();
+        assert!(enc.len() > SCRATCH_MAX, "{}", enc.len());
+        assert_eq!(&enc[..], &rmp_serde::to_vec_named(&large).unwrap()[..]);
+        assert_eq!(Vec::<u32>::decode(&enc).unwrap(), large);
+        assert!(kept_room() <= SCRATCH_MAX, "{}", kept_room());
+        // The next small message reuses the buffer and still takes only its own bytes.
+        let again = small.encode().unwrap();
+        assert_eq!(<(String, u32, bool)>::decode(&again).unwrap().1, 42);
+        assert!(kept_room() > 0 && kept_room() <= SCRATCH_MAX);
+    }
+
+    #[test]
+    fn an_encoding_that_encodes_another_message_gets_a_buffer_of_its_own() {
+        let outer = encode_into(|buf| {
+            let inner = "inner".to_owned().encode().map_err(|e| e.to_string())?;
+            buf.extend_from_slice(b"outer:");
+            buf.extend_from_slice(&inner);
+            Ok::<(), String>(())
+        })
+        .unwrap();
+        assert_eq!(&outer[..], b"outer:\xa5inner");
+    }
+
+    #[test]
+    fn a_failed_encoding_leaves_the_buffer_usable() {
+        let err = encode_into(|buf| {
+            buf.extend_from_slice(b"partial");
+            Err("no")
+        })
+        .unwrap_err();
+        assert_eq!(err.message(), "no");
+        assert_eq!(&7u8.encode().unwrap()[..], &[7]);
+        // One that failed after growing the buffer past its bound does not leave it so.
+        let err = encode_into(|buf| {
+            buf.resize(SCRATCH_MAX + 1, 0);
+            Err("late")
+        })
+        .unwrap_err();
+        assert_eq!(err.message(), "late");
+        assert!(kept_room() <= SCRATCH_MAX, "{}", kept_room());
     }
 }
