@@ -104,6 +104,8 @@ mod tests {
     use std::io::Write;
     use std::task::Waker;
 
+    use smol::io::AsyncReadExt;
+
     use super::*;
 
     /// A socket whose reads follow a script (`None`: empty) and that reports itself
@@ -151,6 +153,14 @@ mod tests {
             .map_ok(|n| buf[..n].to_vec())
     }
 
+    /// A read that must complete: its bytes.
+    fn ready(s: &mut ShortReads<Scripted>, len: usize) -> Vec<u8> {
+        match read(s, len) {
+            Poll::Ready(r) => r.unwrap(),
+            Poll::Pending => panic!("a read of {len} bytes waited"),
+        }
+    }
+
     fn script(reads: &[Option<&'static [u8]>]) -> ShortReads<Scripted> {
         let s = Scripted::default();
         s.reads.borrow_mut().extend(reads.iter().copied());
@@ -160,10 +170,7 @@ mod tests {
     #[test]
     fn a_short_read_waits_for_the_reactor_instead_of_reading_again() {
         let mut s = script(&[Some(b"abc"), Some(b"de")]);
-        assert_eq!(
-            read(&mut s, 8).map(Result::unwrap),
-            Poll::Ready(b"abc".to_vec())
-        );
+        assert_eq!(ready(&mut s, 8), b"abc".to_vec());
         assert!(read(&mut s, 8).is_pending());
         assert!(read(&mut s, 8).is_pending());
         assert_eq!(
@@ -173,26 +180,17 @@ mod tests {
         );
         assert_eq!(s.sock.registered.get(), 2);
         s.sock.reported.set(true);
-        assert_eq!(
-            read(&mut s, 8).map(Result::unwrap),
-            Poll::Ready(b"de".to_vec())
-        );
+        assert_eq!(ready(&mut s, 8), b"de".to_vec());
         assert_eq!(s.sock.calls.get(), 2);
     }
 
     #[test]
     fn a_full_read_reads_again_at_once() {
         let mut s = script(&[Some(b"abcd"), Some(b""), Some(b"ef")]);
-        assert_eq!(
-            read(&mut s, 4).map(Result::unwrap),
-            Poll::Ready(b"abcd".to_vec())
-        );
+        assert_eq!(ready(&mut s, 4), b"abcd".to_vec());
         // An empty buffer's read is not a short one either.
-        assert_eq!(read(&mut s, 0).map(Result::unwrap), Poll::Ready(Vec::new()));
-        assert_eq!(
-            read(&mut s, 4).map(Result::unwrap),
-            Poll::Ready(b"ef".to_vec())
-        );
+        assert_eq!(ready(&mut s, 0), Vec::<u8>::new());
+        assert_eq!(ready(&mut s, 4), b"ef".to_vec());
         assert_eq!(s.sock.registered.get(), 0);
     }
 
@@ -204,16 +202,13 @@ mod tests {
         assert!(read(&mut s, 8).is_pending());
         assert_eq!((s.sock.calls.get(), s.sock.registered.get()), (2, 1));
         s.sock.reported.set(true);
-        assert_eq!(
-            read(&mut s, 8).map(Result::unwrap),
-            Poll::Ready(b"x".to_vec())
-        );
+        assert_eq!(ready(&mut s, 8), b"x".to_vec());
     }
 
     #[test]
     fn the_end_of_the_stream_is_not_a_short_read() {
         let mut s = script(&[Some(b"")]);
-        assert_eq!(read(&mut s, 8).map(Result::unwrap), Poll::Ready(Vec::new()));
+        assert_eq!(ready(&mut s, 8), Vec::<u8>::new());
         assert!(!s.drained, "an end is not a short read");
     }
 
@@ -226,22 +221,16 @@ mod tests {
             let mut s = ShortReads::new(Arc::new(Async::new(sock).unwrap()));
             let mut buf = [0; 64];
             peer.write_all(b"one").unwrap();
-            let n = smol::io::AsyncReadExt::read(&mut s, &mut buf)
-                .await
-                .unwrap();
+            let n = s.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"one");
             assert!(s.drained);
             let mut cx = Context::from_waker(Waker::noop());
             assert!(Pin::new(&mut s).poll_read(&mut cx, &mut buf).is_pending());
             peer.write_all(b"two").unwrap();
-            let n = smol::io::AsyncReadExt::read(&mut s, &mut buf)
-                .await
-                .unwrap();
+            let n = s.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"two");
             drop(peer);
-            let n = smol::io::AsyncReadExt::read(&mut s, &mut buf)
-                .await
-                .unwrap();
+            let n = s.read(&mut buf).await.unwrap();
             assert_eq!(n, 0);
         });
     }
