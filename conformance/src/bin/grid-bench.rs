@@ -25,6 +25,8 @@
 //! * **typed**: the single-request workload with a small struct through the typed layer
 //!   (msgpack), against raw bytes of the same encoded size.
 //! * **cluster**: 2, 4 and 8 nodes; 32 callers, each call from a random node to another.
+//!   The floor is the single-request floor's multiplexer on every pair of nodes, a
+//!   connection for each direction (its calls go one way), with the same callers.
 //! * **memory**: 100,000 idle streams (handlers waiting for their cancellation) on one
 //!   link; resident memory before and after, per stream (both ends: caller's and
 //!   handler's session and driver state, the handler's task).
@@ -78,6 +80,9 @@ const PUSH_256: u8 = 3;
 const ECHO_STREAM: u8 = 4;
 const IDLE: u8 = 5;
 const TYPED: u8 = 6;
+
+/// Concurrent callers in the cluster figures.
+const CLUSTER_CALLERS: usize = 32;
 
 const SMALL: usize = 512;
 const LARGE: usize = 64 * 1024;
@@ -979,34 +984,73 @@ fn typed(report: &mut Report, o: &Opts) {
     }
 }
 
+/// A random pair of distinct nodes out of `n` (at least 2), from a shared seed: a
+/// xorshift-style mix of a counter, so every call of every caller draws its own.
+fn random_pair(seed: &AtomicU64, n: usize) -> (usize, usize) {
+    let mut x = seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    let from = (x % n as u64) as usize;
+    let to = (from + 1 + ((x >> 32) % (n as u64 - 1)) as usize) % n;
+    (from, to)
+}
+
+/// A call from a random node to another, through `conns[from][to]`.
+fn random_calls<C: Clone + Send + Sync + 'static, F>(
+    conns: Vec<Vec<Option<C>>>,
+    call: fn(C, Bytes) -> F,
+) -> CallFn
+where
+    F: Future<Output = Bytes> + Send + 'static,
+{
+    let n = conns.len();
+    let seed = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    Arc::new(move |p| {
+        let (from, to) = random_pair(&seed, n);
+        let c = conns[from][to].clone().expect("distinct nodes");
+        Box::pin(call(c, p))
+    })
+}
+
 fn cluster(report: &mut Report, o: &Opts) {
     let dur = o.dur;
     for n in [2, 4, 8] {
-        let rps = Rt::Tokio.run(|r| async move {
+        let (grid, floor) = Rt::Tokio.run(|r| async move {
             let c = Cluster::start(&r, n).await;
-            let conns: Arc<Vec<Vec<Option<Connection>>>> = Arc::new(
-                (0..n)
-                    .map(|i| (0..n).map(|j| (i != j).then(|| c.conn(i, j))).collect())
-                    .collect(),
-            );
-            let seed = Arc::new(AtomicU64::new(0x9e37_79b9_7f4a_7c15));
-            let call: CallFn = Arc::new(move |p| {
-                // xorshift on a shared seed: a random (from, to) pair per call.
-                let mut x = seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-                x ^= x >> 33;
-                x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-                x ^= x >> 33;
-                let from = (x % n as u64) as usize;
-                let to = (from + 1 + ((x >> 32) % (n as u64 - 1)) as usize) % n;
-                let conn = conns[from][to].clone().expect("distinct nodes");
-                Box::pin(async move { conn.request(ECHO, p).await.expect("cluster echo") })
+            let conns = (0..n)
+                .map(|i| (0..n).map(|j| (i != j).then(|| c.conn(i, j))).collect())
+                .collect();
+            let call = random_calls(conns, |conn: Connection, p| async move {
+                conn.request(ECHO, p).await.expect("cluster echo")
             });
-            let res = drive(&r, 32, dur, payload(SMALL), call).await;
+            let grid = drive(&r, CLUSTER_CALLERS, dur, payload(SMALL), call).await;
             c.stop().await;
-            res.per_sec
+            // The floor's multiplexer carries calls one way: a connection for each
+            // direction of each pair.
+            let mut floors = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut row = Vec::with_capacity(n);
+                for j in 0..n {
+                    row.push(if i == j {
+                        None
+                    } else {
+                        Some(FloorClient::start(&r).await)
+                    });
+                }
+                floors.push(row);
+            }
+            let all: Vec<Arc<FloorClient>> = floors.iter().flatten().flatten().cloned().collect();
+            let call = random_calls(
+                floors,
+                |fc: Arc<FloorClient>, p| async move { fc.call(p).await },
+            );
+            let floor = drive(&r, CLUSTER_CALLERS, dur, payload(SMALL), call).await;
+            all.iter().for_each(|fc| fc.close());
+            (grid.per_sec, floor.per_sec)
         });
-        let fig = format!("{n} nodes, 32 callers, random pairs");
-        report.add("cluster", Rt::Tokio, fig, "req/s", rps, None, None);
+        let fig = format!("{n} nodes, {CLUSTER_CALLERS} callers, random pairs");
+        report.add("cluster", Rt::Tokio, fig, "req/s", grid, Some(floor), None);
     }
 }
 
@@ -1275,6 +1319,31 @@ mod tests {
         drop(c);
         let e = set_congestion(&l, "no-such-control").unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    }
+
+    #[test]
+    fn random_pairs_are_distinct_nodes_and_reach_every_pair() {
+        for n in [2, 4, 8] {
+            let seed = AtomicU64::new(1);
+            let mut seen = vec![vec![0u32; n]; n];
+            for _ in 0..100 * n * n {
+                let (from, to) = random_pair(&seed, n);
+                assert_ne!(from, to, "{n} nodes");
+                seen[from][to] += 1;
+            }
+            let draws = (100 * n * n) as f64 / (n * (n - 1)) as f64;
+            for (from, row) in seen.iter().enumerate() {
+                for (to, &k) in row.iter().enumerate() {
+                    if from != to {
+                        // Each pair's share is within a third of an even share.
+                        assert!(
+                            (k as f64 - draws).abs() < draws / 3.0,
+                            "{n}: {from}->{to} {k}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn row(figure: &str, grid: f64, floor: f64) -> Row {
