@@ -29,7 +29,11 @@
 //!   connection for each direction (its calls go one way), with the same callers.
 //! * **memory**: 100,000 idle streams (handlers waiting for their cancellation) on one
 //!   link; resident memory before and after, per stream (both ends: caller's and
-//!   handler's session and driver state, the handler's task).
+//!   handler's session and driver state, the handler's task). The floor holds the least
+//!   a hand-written multiplexer would: for each stream, the caller's channel for its
+//!   items, routed by ID, and a server task waiting for its cancellation. Each is
+//!   measured in a fresh process (the benchmark runs itself again), so neither reuses
+//!   the other's pages.
 //! * **runtimes**: async-std's and smol's single-request throughput as a ratio to
 //!   tokio's (from the single figures).
 //!
@@ -1054,57 +1058,226 @@ fn cluster(report: &mut Report, o: &Opts) {
     }
 }
 
-fn memory(report: &mut Report) {
-    let (per, total, before) = Rt::Tokio.run(|r| async move {
+/// Resident memory around [`IDLE_STREAMS`] idle streams, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mem {
+    /// Before opening them.
+    before: u64,
+    /// With all of them open.
+    after: u64,
+}
+
+impl Mem {
+    fn per_stream(self) -> f64 {
+        self.after.saturating_sub(self.before) as f64 / IDLE_STREAMS as f64
+    }
+
+    /// What `--memory-of` prints: the two sizes on one line.
+    fn line(self) -> String {
+        format!("{} {}", self.before, self.after)
+    }
+
+    fn parse(line: &str) -> Option<Mem> {
+        let mut w = line.split_whitespace().map(|v| v.parse().ok());
+        let m = Mem {
+            before: w.next()??,
+            after: w.next()??,
+        };
+        w.next().is_none().then_some(m)
+    }
+}
+
+/// Opens `k` idle streams at a time through `open` until [`IDLE_STREAMS`] are open,
+/// after a warm-up round of 1,000 (which warms the allocator and the tables) is closed;
+/// `started` counts the streams the serving side runs. Returns the resident memory
+/// before and with them, the streams still open.
+async fn idle_streams<S>(
+    rt: &Arc<dyn Runtime>,
+    started: &AtomicUsize,
+    open: impl Fn() -> S,
+) -> (Mem, Vec<S>) {
+    let settle = |n: usize| async move {
+        while started.load(Ordering::Relaxed) < n {
+            sleep(rt, Duration::from_millis(2)).await;
+        }
+    };
+    let warm: Vec<S> = (0..1000).map(|_| open()).collect();
+    settle(1000).await;
+    drop(warm);
+    sleep(rt, Duration::from_millis(200)).await;
+    let before = rss();
+    let base = started.load(Ordering::Relaxed);
+    let mut streams = Vec::with_capacity(IDLE_STREAMS);
+    while streams.len() < IDLE_STREAMS {
+        streams.extend((0..2000).map(|_| open()));
+        settle(base + streams.len()).await;
+    }
+    sleep(rt, Duration::from_millis(200)).await;
+    let after = rss();
+    (Mem { before, after }, streams)
+}
+
+/// Grid's idle streams: handlers waiting for their cancellation.
+fn grid_memory() -> Mem {
+    Rt::Tokio.run(|r| async move {
         let c = Cluster::start(&r, 2).await;
         let conn = c.conn(0, 1);
-        // Warm the allocator and the tables with a round of streams first.
-        let open = |k: usize| -> Vec<_> {
-            (0..k)
-                .map(|_| conn.new_stream(IDLE, None).expect("open idle stream"))
-                .collect()
-        };
-        let warm = open(1000);
-        while c.started.load(Ordering::Relaxed) < 1000 {
-            sleep(&r, Duration::from_millis(5)).await;
-        }
-        drop(warm);
-        sleep(&r, Duration::from_millis(200)).await;
-        let before = rss();
-        let base = c.started.load(Ordering::Relaxed);
-        let mut streams = Vec::with_capacity(IDLE_STREAMS);
-        while streams.len() < IDLE_STREAMS {
-            streams.extend(open(2000));
-            while c.started.load(Ordering::Relaxed) < base + streams.len() {
-                sleep(&r, Duration::from_millis(2)).await;
-            }
-        }
-        sleep(&r, Duration::from_millis(200)).await;
-        let after = rss();
+        let open = || conn.new_stream(IDLE, None).expect("open idle stream");
+        let (mem, streams) = idle_streams(&r, &c.started, open).await;
         assert!(
             c.conn(0, 1).is_connected(),
             "link survived {IDLE_STREAMS} streams"
         );
         drop(streams);
         c.stop().await;
-        let per = after.saturating_sub(before) as f64 / IDLE_STREAMS as f64;
-        (per, after, before)
-    });
+        mem
+    })
+}
+
+/// The floor's idle streams: the least a hand-written multiplexer keeps per open stream.
+/// The caller holds the receiving end of the channel its items would arrive on, whose
+/// sending end the client keeps by stream ID; the server runs a task per stream that
+/// waits for its cancellation, whose trigger it keeps by stream ID. A stream is opened
+/// with one message carrying its ID and cancelled with one carrying the ID and a flag.
+struct FloorStreams {
+    next_id: AtomicU64,
+    routes: Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
+    out: mpsc::UnboundedSender<Message>,
+}
+
+/// The flag of a cancellation in the floor streams' messages.
+const FLOOR_CANCEL: u64 = 1 << 63;
+
+/// An open floor stream: dropping it cancels it.
+struct FloorStream {
+    id: u64,
+    _items: mpsc::Receiver<Bytes>,
+    owner: Arc<FloorStreams>,
+}
+
+impl FloorStreams {
+    async fn start(rt: &Arc<dyn Runtime>, started: Arc<AtomicUsize>) -> Arc<FloorStreams> {
+        let (client, server) = ws_pair(rt).await;
+        rt.spawn(Box::pin(floor_stream_serve(rt.clone(), server, started)));
+        let (tx, rx) = client.split();
+        let (out, out_rx) = mpsc::unbounded();
+        rt.spawn(Box::pin(ws_writer(tx, out_rx)));
+        // Nothing arrives on this side; the read half is kept until the writer ends.
+        rt.spawn(Box::pin(async move {
+            let _rx = rx;
+        }));
+        Arc::new(FloorStreams {
+            next_id: AtomicU64::new(1),
+            routes: Mutex::new(HashMap::new()),
+            out,
+        })
+    }
+
+    fn open(self: &Arc<Self>) -> FloorStream {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(1);
+        self.routes.lock().expect("routes").insert(id, tx);
+        self.send(id);
+        FloorStream {
+            id,
+            _items: rx,
+            owner: self.clone(),
+        }
+    }
+
+    fn send(&self, word: u64) {
+        let m = Message::Binary(Bytes::copy_from_slice(&word.to_le_bytes()));
+        let _ = self.out.unbounded_send(m);
+    }
+}
+
+impl Drop for FloorStream {
+    fn drop(&mut self) {
+        self.owner.routes.lock().expect("routes").remove(&self.id);
+        self.owner.send(self.id | FLOOR_CANCEL);
+    }
+}
+
+async fn floor_stream_serve(rt: Arc<dyn Runtime>, ws: Ws, started: Arc<AtomicUsize>) {
+    let (_tx, mut rx) = ws.split();
+    let mut cancels: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
+    while let Some(Ok(Message::Binary(b))) = rx.next().await {
+        let word = u64::from_le_bytes(b[..8].try_into().expect("8-byte word"));
+        if word & FLOOR_CANCEL != 0 {
+            cancels.remove(&(word & !FLOOR_CANCEL)).map(|c| c.send(()));
+            continue;
+        }
+        let (tx, cancelled) = oneshot::channel::<()>();
+        cancels.insert(word, tx);
+        let started = started.clone();
+        rt.spawn(Box::pin(async move {
+            started.fetch_add(1, Ordering::Relaxed);
+            let _ = cancelled.await;
+        }));
+    }
+}
+
+fn floor_memory() -> Mem {
+    Rt::Tokio.run(|r| async move {
+        let started = Arc::new(AtomicUsize::new(0));
+        let fs = FloorStreams::start(&r, started.clone()).await;
+        let (mem, streams) = idle_streams(&r, &started, || fs.open()).await;
+        drop(streams);
+        mem
+    })
+}
+
+/// Each side's memory is measured in a process of its own (this binary again, with
+/// `--memory-of`), so neither reuses pages the other's allocations left behind.
+fn memory(report: &mut Report) {
+    let child = |which: &str| -> Mem {
+        let exe = std::env::current_exe().expect("the benchmark's own path");
+        let out = std::process::Command::new(exe)
+            .args(["--memory-of", which])
+            .output()
+            .expect("run the memory measurement");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "memory of {which}: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mem::parse(text.trim()).unwrap_or_else(|| panic!("memory of {which}: {text:?}"))
+    };
+    let (grid, floor) = (child("grid"), child("floor"));
     let m = "memory";
+    let fig = "bytes per idle stream (both ends)".to_owned();
     report.add(
         m,
         Rt::Tokio,
-        "bytes per idle stream (both ends)".into(),
+        fig,
         "B",
-        per,
-        None,
+        grid.per_stream(),
+        Some(floor.per_stream()),
         None,
     );
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let fig = "RSS before opening them".to_owned();
-    report.add(m, Rt::Tokio, fig, "MiB", mb(before), None, None);
+    report.add(
+        m,
+        Rt::Tokio,
+        fig,
+        "MiB",
+        mb(grid.before),
+        Some(mb(floor.before)),
+        None,
+    );
     let fig = format!("RSS with {IDLE_STREAMS} idle streams");
-    report.add(m, Rt::Tokio, fig, "MiB", mb(total), None, None);
+    report.add(
+        m,
+        Rt::Tokio,
+        fig,
+        "MiB",
+        mb(grid.after),
+        Some(mb(floor.after)),
+        None,
+    );
 }
 
 /// Every section but memory, once.
@@ -1180,6 +1353,19 @@ fn medians(rows: Vec<Row>) -> Vec<Row> {
 }
 
 fn main() -> ExitCode {
+    // The memory section runs each of its measurements in a process of its own.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, which] = &args[..] {
+        if flag == "--memory-of" {
+            let mem = match which.as_str() {
+                "grid" => grid_memory(),
+                "floor" => floor_memory(),
+                _ => return ExitCode::FAILURE,
+            };
+            println!("{}", mem.line());
+            return ExitCode::SUCCESS;
+        }
+    }
     match options() {
         Ok((o, json, repeat)) => bench(o, json, repeat),
         Err(code) => code,
@@ -1259,7 +1445,7 @@ fn bench(o: Opts, json: bool, repeat: usize) -> ExitCode {
     if !report.json {
         println!("TCP congestion control of the accepted connections: {congestion}");
     }
-    // Memory first, while the process's heap is still small and unfragmented; once.
+    // Memory once, in processes of its own.
     if o.wants("memory") {
         memory(&mut report);
     }
@@ -1343,6 +1529,19 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_memory_measurement_crosses_the_process_boundary_whole() {
+        let m = Mem {
+            before: 7 << 20,
+            after: (7 << 20) + 100 * IDLE_STREAMS as u64,
+        };
+        assert_eq!(Mem::parse(&m.line()), Some(m));
+        assert_eq!(m.per_stream(), 100.0);
+        for bad in ["", "1", "1 x", "1 2 3", "-1 2"] {
+            assert_eq!(Mem::parse(bad), None, "{bad:?}");
         }
     }
 
