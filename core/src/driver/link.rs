@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -23,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use super::handler::{Cancelled, Handlers, Input, Output, RemoteError, Request, StreamCtx};
 use super::runtime::{BoxFuture, Runtime};
-use super::signal::{Notify, Signal, Tasks};
+use super::signal::{Notify, Signal, SignalWait, TaskGuard, Tasks};
 use super::ws::{self, Inbound};
 use crate::codec::{Frame, Time};
 use crate::proto::muxmap::{MuxIdHash, keyed_map};
@@ -77,6 +78,52 @@ pub(crate) fn wall_now() -> Time {
     Time {
         secs: d.as_secs() as i64,
         nanos: d.subsec_nanos(),
+    }
+}
+
+/// An incoming call's handler as its task runs it ([`Link::run_handler`]): the handler's
+/// future until it ends, its outcome then going to `done`, or until the call is
+/// cancelled, which drops it. Written out rather than as an `async` block, which would
+/// keep the handler's future twice, as captured and where it is pinned.
+struct HandlerTask<T, F> {
+    _guard: TaskGuard,
+    link: Arc<Link>,
+    epoch: u64,
+    id: u64,
+    handler: HandlerKey,
+    panic_prefix: &'static str,
+    done: fn(&Link, u64, u64, Result<T, String>),
+    /// The call's cancellation. Most single requests are answered in their handler's
+    /// first poll, so theirs is watched only once the handler waits.
+    cancelled: Option<SignalWait>,
+    run: F,
+}
+
+impl<T, F> Future for HandlerTask<T, F>
+where
+    F: Future<Output = std::thread::Result<Result<T, RemoteError>>> + Unpin,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Poll::Ready(r) = this.run.poll_unpin(cx) {
+            let (epoch, id) = (this.epoch, this.id);
+            let handler = this.handler;
+            this.link
+                .handler_done(epoch, id, handler, r, this.panic_prefix, this.done);
+            return Poll::Ready(());
+        }
+        let cancelled = match &mut this.cancelled {
+            Some(c) => c,
+            None => match this.link.watch_cancel(this.epoch, this.id) {
+                Some(c) => this.cancelled.insert(c.wait()),
+                // Cancelled before it could wait: dropped like any cancelled call.
+                None => return Poll::Ready(()),
+            },
+        };
+        // Cancelled: the handler is dropped with this task.
+        cancelled.poll_unpin(cx)
     }
 }
 
@@ -698,35 +745,21 @@ impl Link {
             };
             st.slots.insert(MuxKey::incoming(id), slot);
         }
-        let link = self.clone();
         let run =
             AssertUnwindSafe(futures_util::future::lazy(move |_| start()).flatten()).catch_unwind();
         // Counted as running from now (shutdown waits for it); started once the link's
         // lock is released, and spawned as it is, one allocation, if it waits
         // ([`Link::start_handlers`]).
-        let guard = self.shared.tasks.start();
-        st.handlers.push(Box::pin(async move {
-            let _guard = guard;
-            // Pinned in this task's own allocation rather than a box of its own.
-            let mut run = std::pin::pin!(run);
-            let cancel = match cancel {
-                Some(c) => c,
-                // Most single requests are answered in their handler's first poll: the
-                // cancellation signal is made only for one that waits.
-                None => match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
-                    Poll::Ready(r) => {
-                        return link.handler_done(epoch, id, handler, r, panic_prefix, done);
-                    }
-                    Poll::Pending => match link.watch_cancel(epoch, id) {
-                        Some(c) => c,
-                        // Cancelled before it could wait: dropped like any cancelled call.
-                        None => return,
-                    },
-                },
-            };
-            if let Either::Left((r, _)) = select(run, cancel.wait()).await {
-                link.handler_done(epoch, id, handler, r, panic_prefix, done);
-            }
+        st.handlers.push(Box::pin(HandlerTask {
+            _guard: self.shared.tasks.start(),
+            link: self.clone(),
+            epoch,
+            id,
+            handler,
+            panic_prefix,
+            done,
+            cancelled: cancel.map(|c| c.wait()),
+            run,
         }));
     }
 
