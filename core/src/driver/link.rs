@@ -132,10 +132,8 @@ where
 struct Slot {
     waker: Option<Waker>,
     write_waker: Option<Waker>,
-    /// A single request's outcome.
-    result: Option<Result<Bytes, CallError>>,
-    /// An outgoing stream's abrupt end.
-    closed: Option<CallError>,
+    /// A single request's outcome, or an outgoing stream's abrupt end (always an error).
+    end: Option<Result<Bytes, CallError>>,
     /// An outgoing stream's items (and end) that arrived before its session was lost,
     /// read before anything else.
     unread: Option<Box<Unread>>,
@@ -319,7 +317,7 @@ impl Link {
         let Some(slot) = st.slots.get_mut(&key) else {
             return Poll::Ready(Err(CallError::Disconnected));
         };
-        if let Some(r) = slot.result.take() {
+        if let Some(r) = slot.end.take() {
             st.slots.remove(&key);
             return Poll::Ready(r);
         }
@@ -386,7 +384,7 @@ impl Link {
                     Some(item) => return Poll::Ready(Ok(Some(item))),
                     None => Some(u.end.take().unwrap_or(Err(CallError::Disconnected))),
                 },
-                None => slot.closed.take().map(Err),
+                None => slot.end.take().map(|r| r.map(|_| ())),
             };
             if let Some(end) = end {
                 st.slots.remove(&key);
@@ -448,7 +446,7 @@ impl Link {
     ) -> Poll<Result<(), CallError>> {
         let mut st = self.lock();
         let st = &mut *st;
-        if let Some(e) = st.slots.get(&key).and_then(|s| s.closed.clone()) {
+        if let Some(Err(e)) = st.slots.get(&key).and_then(|s| s.end.clone()) {
             return Poll::Ready(Err(e));
         }
         if st.epoch != epoch {
@@ -567,7 +565,7 @@ impl Link {
                 } => self.spawn_stream(st, epoch, mux_id, handler, payload),
                 Event::Response { mux_id, result } => {
                     if let Some(slot) = st.slots.get_mut(&MuxKey::outgoing(mux_id)) {
-                        slot.result = Some(result);
+                        slot.end = Some(result);
                         slot.wake();
                         answered = true;
                     }
@@ -588,7 +586,7 @@ impl Link {
                             // After a loss, what arrived is still read, then the end.
                             match st.session.as_mut().and_then(|s| s.take_unread(key.id)) {
                                 Some(u) => slot.unread = Some(Box::new(u)),
-                                None => slot.closed = Some(error),
+                                None => slot.end = Some(Err(error)),
                             }
                             slot.wake();
                         }
