@@ -77,7 +77,14 @@ impl Future for SignalWait {
         let id = self.id;
         match waiters.iter_mut().find(|(i, _)| *i == id) {
             Some((_, w)) => w.clone_from(cx.waker()),
-            None => waiters.push((id, cx.waker().clone())),
+            None => {
+                // Most signals have two waiters (an incoming call's task and its
+                // handler's `cancelled`), not the four a first push makes room for.
+                if waiters.capacity() == 0 {
+                    waiters.reserve_exact(2);
+                }
+                waiters.push((id, cx.waker().clone()))
+            }
         }
         drop(waiters);
         self.registered = true;
