@@ -1143,6 +1143,8 @@ struct FloorStreams {
     next_id: AtomicU64,
     routes: Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
     out: mpsc::UnboundedSender<Message>,
+    /// Nothing arrives on the client's side; its read half is kept with the rest.
+    _rx: WsRx,
 }
 
 /// The flag of a cancellation in the floor streams' messages.
@@ -1162,14 +1164,11 @@ impl FloorStreams {
         let (tx, rx) = client.split();
         let (out, out_rx) = mpsc::unbounded();
         rt.spawn(Box::pin(ws_writer(tx, out_rx)));
-        // Nothing arrives on this side; the read half is kept until the writer ends.
-        rt.spawn(Box::pin(async move {
-            let _rx = rx;
-        }));
         Arc::new(FloorStreams {
             next_id: AtomicU64::new(1),
             routes: Mutex::new(HashMap::new()),
             out,
+            _rx: rx,
         })
     }
 
