@@ -81,37 +81,71 @@ pub(crate) fn wall_now() -> Time {
     }
 }
 
-/// An incoming call's handler as its task runs it ([`Link::run_handler`]): the handler's
-/// future until it ends, its outcome then going to `done`, or until the call is
-/// cancelled, which drops it. Written out rather than as an `async` block, which would
-/// keep the handler's future twice, as captured and where it is pinned.
-struct HandlerTask<T, F> {
+/// How an incoming call of one kind ends: the text a panic of its handler is reported
+/// with, and where its outcome goes.
+struct CallEnd<T> {
+    panic_prefix: &'static str,
+    done: fn(&Link, u64, u64, Result<T, String>),
+}
+
+const SINGLE_END: CallEnd<Bytes> = CallEnd {
+    panic_prefix: "handleMessages: panic recovered: ",
+    done: Link::respond,
+};
+
+const STREAM_END: CallEnd<()> = CallEnd {
+    panic_prefix: "handler panic: ",
+    done: Link::finish,
+};
+
+/// The handler's future, as [`Link::run_handler`]'s `start` makes it.
+type HandlerFuture<T> = BoxFuture<'static, Result<T, RemoteError>>;
+
+/// An incoming call's handler as its task runs it ([`Link::run_handler`]): `start` makes
+/// the handler's future from the call's parts in the first poll, then the future runs
+/// until it ends, its outcome going to `end`, or until the call is cancelled, which
+/// drops it. A panic in either becomes the call's error. Written out rather than as an
+/// `async` block, which would keep the handler's future twice (as captured and where it
+/// is pinned), and with the call's parts kept once, here, rather than in `start` too.
+struct HandlerTask<T: 'static, S> {
     _guard: TaskGuard,
     link: Arc<Link>,
     epoch: u64,
     id: u64,
     handler: HandlerKey,
-    panic_prefix: &'static str,
-    done: fn(&Link, u64, u64, Result<T, String>),
+    end: &'static CallEnd<T>,
     /// The call's cancellation. Most single requests are answered in their handler's
     /// first poll, so theirs is watched only once the handler waits.
     cancelled: Option<SignalWait>,
-    run: F,
+    start: Option<S>,
+    run: Option<HandlerFuture<T>>,
 }
 
-impl<T, F> Future for HandlerTask<T, F>
+impl<T, S> Future for HandlerTask<T, S>
 where
-    F: Future<Output = std::thread::Result<Result<T, RemoteError>>> + Unpin,
+    S: FnOnce(&Arc<Link>, u64, u64, &HandlerKey) -> HandlerFuture<T> + Unpin,
 {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if let Poll::Ready(r) = this.run.poll_unpin(cx) {
-            let (epoch, id) = (this.epoch, this.id);
-            let handler = this.handler;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some(start) = this.start.take() {
+                this.run = Some(start(&this.link, this.epoch, this.id, &this.handler));
+            }
+            // Empty only after a panic, which ended the task.
+            this.run
+                .as_mut()
+                .map_or(Poll::Pending, |run| run.as_mut().poll(cx))
+        }));
+        let r = match polled {
+            Ok(Poll::Pending) => None,
+            Ok(Poll::Ready(r)) => Some(Ok(r)),
+            Err(panic) => Some(Err(panic)),
+        };
+        if let Some(r) = r {
             this.link
-                .handler_done(epoch, id, handler, r, this.panic_prefix, this.done);
+                .handler_done(this.epoch, this.id, this.handler, r, this.end);
             return Poll::Ready(());
         }
         let cancelled = match &mut this.cancelled {
@@ -647,21 +681,14 @@ impl Link {
             }
             return;
         };
-        let req = Request {
-            payload,
-            remote: self.remote.clone(),
-            subroute: self.shared.handlers.route(&handler),
+        let start = move |link: &Arc<Link>, _: u64, _: u64, handler: &HandlerKey| {
+            f(Request {
+                payload,
+                remote: link.remote.clone(),
+                subroute: link.shared.handlers.route(handler),
+            })
         };
-        self.run_handler(
-            st,
-            epoch,
-            id,
-            handler,
-            "handleMessages: panic recovered: ",
-            None,
-            move || f(req),
-            Link::respond,
-        );
+        self.run_handler(st, epoch, id, handler, None, start, &SINGLE_END);
     }
 
     fn spawn_stream(
@@ -683,10 +710,9 @@ impl Link {
             self.shared.cluster.registry.get(&handler),
             Some(HandlerKind::Stream { in_capacity, .. }) if in_capacity > 0
         );
-        let link = self.clone();
         let cancel = Signal::new();
         let signal = cancel.clone();
-        let start = move || {
+        let start = move |link: &Arc<Link>, epoch: u64, id: u64, handler: &HandlerKey| {
             let ctx = StreamCtx {
                 payload,
                 input: has_input.then(|| Input {
@@ -703,20 +729,11 @@ impl Link {
                 },
                 cancelled: Cancelled::new(signal),
                 remote: link.remote.clone(),
-                subroute: link.shared.handlers.route(&handler),
+                subroute: link.shared.handlers.route(handler),
             };
             f(ctx)
         };
-        self.run_handler(
-            st,
-            epoch,
-            id,
-            handler,
-            "handler panic: ",
-            Some(cancel),
-            start,
-            Link::finish,
-        );
+        self.run_handler(st, epoch, id, handler, Some(cancel), start, &STREAM_END);
     }
 
     /// Runs an incoming call's handler in a task. The call's cancellation (`cancel`, or
@@ -730,10 +747,12 @@ impl Link {
         epoch: u64,
         id: u64,
         handler: HandlerKey,
-        panic_prefix: &'static str,
         cancel: Option<Signal>,
-        start: impl FnOnce() -> BoxFuture<'static, Result<T, RemoteError>> + Send + 'static,
-        done: fn(&Link, u64, u64, Result<T, String>),
+        start: impl FnOnce(&Arc<Link>, u64, u64, &HandlerKey) -> HandlerFuture<T>
+        + Send
+        + Unpin
+        + 'static,
+        end: &'static CallEnd<T>,
     ) {
         // A single request gets its slot only if its handler waits ([`Link::watch_cancel`]).
         if cancel.is_some() {
@@ -743,8 +762,6 @@ impl Link {
             };
             st.slots.insert(MuxKey::incoming(id), slot);
         }
-        let run =
-            AssertUnwindSafe(futures_util::future::lazy(move |_| start()).flatten()).catch_unwind();
         // Counted as running from now (shutdown waits for it); started once the link's
         // lock is released, and spawned as it is, one allocation, if it waits
         // ([`Link::start_handlers`]).
@@ -754,29 +771,29 @@ impl Link {
             epoch,
             id,
             handler,
-            panic_prefix,
-            done,
+            end,
             cancelled: cancel.map(|c| c.wait()),
-            run,
+            start: Some(start),
+            run: None,
         }));
     }
 
-    /// Gives a handler's outcome (or its panic) to `done`.
+    /// Gives a handler's outcome (or its panic) to `end`.
     fn handler_done<T>(
         &self,
         epoch: u64,
         id: u64,
         handler: HandlerKey,
         r: std::thread::Result<Result<T, RemoteError>>,
-        panic_prefix: &'static str,
-        done: fn(&Link, u64, u64, Result<T, String>),
+        end: &CallEnd<T>,
     ) {
         match r {
-            Ok(r) => done(self, epoch, id, r.map_err(|e| e.0)),
+            Ok(r) => (end.done)(self, epoch, id, r.map_err(|e| e.0)),
             Err(panic) => {
                 let text = panic_text(&panic);
                 error!(target: "grid::handler", remote = %self.remote, ?handler, %text, "handler panicked");
-                done(self, epoch, id, Err(format!("{panic_prefix}{text}")));
+                let why = format!("{}{text}", end.panic_prefix);
+                (end.done)(self, epoch, id, Err(why));
             }
         }
     }
