@@ -736,10 +736,11 @@ impl Link {
         self.run_handler(st, epoch, id, handler, Some(cancel), start, &STREAM_END);
     }
 
-    /// Runs an incoming call's handler in a task. The call's cancellation (`cancel`, or
-    /// one made when the handler first waits) drops the handler's future; a panic, even
-    /// before its first await, becomes the call's error (`panic_prefix` + the panic's
-    /// text); the outcome goes to `done`.
+    /// Runs an incoming call's handler in a task ([`HandlerTask`]), its future made by
+    /// `start` from the link, the call's generation and ID and the handler's key. The
+    /// call's cancellation (`cancel`, or one made when the handler first waits) drops
+    /// the handler's future; a panic, even in `start`, becomes the call's error (the
+    /// end's `panic_prefix` + the panic's text); the outcome goes to the end's `done`.
     #[allow(clippy::too_many_arguments)]
     fn run_handler<T: Send + 'static>(
         self: &Arc<Self>,
