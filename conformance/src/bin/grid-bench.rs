@@ -988,8 +988,8 @@ fn typed(report: &mut Report, o: &Opts) {
     }
 }
 
-/// A random pair of distinct nodes out of `n` (at least 2), from a shared seed: a
-/// xorshift-style mix of a counter, so every call of every caller draws its own.
+/// A random pair of distinct nodes out of `n` (at least 2), from a shared counter that
+/// every draw steps and bit-mixes, so every call of every caller draws its own.
 fn random_pair(seed: &AtomicU64, n: usize) -> (usize, usize) {
     let mut x = seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
     x ^= x >> 33;
