@@ -8,7 +8,7 @@
 //! events; then, with the lock released, it encodes the frames, spawns the handlers the
 //! events started, writes and flushes once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -27,7 +27,7 @@ use super::runtime::{BoxFuture, Runtime};
 use super::signal::{Notify, Signal, SignalWait, TaskGuard, Tasks};
 use super::ws::{self, Inbound};
 use crate::codec::{Frame, Time};
-use crate::proto::muxmap::{MuxIdHash, keyed_map};
+use crate::proto::muxmap::{MuxMap, mux_map};
 use crate::proto::{
     Backoff, CallError, Cluster, Dir, Event, HandlerKey, HandlerKind, LostReason, MuxKey, Read,
     Redial, SendError, Session, Stats, Unread,
@@ -161,27 +161,70 @@ where
     }
 }
 
-/// Driver-side state of one call: who to wake, and what ended it.
+/// Who waits on a call: its reader and its writer.
 #[derive(Default)]
-struct Slot {
-    waker: Option<Waker>,
-    write_waker: Option<Waker>,
-    /// A single request's outcome, or an outgoing stream's abrupt end (always an error).
+struct Wakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
+}
+
+impl Wakers {
+    fn wake(&mut self) {
+        if let Some(w) = self.read.take() {
+            w.wake();
+        }
+        if let Some(w) = self.write.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Driver-side state of a call this node made: who to wake, and what ended it.
+#[derive(Default)]
+struct OutSlot {
+    wakers: Wakers,
+    /// A single request's outcome, or a stream's abrupt end (always an error).
     end: Option<Result<Bytes, CallError>>,
-    /// An outgoing stream's items (and end) that arrived before its session was lost,
-    /// read before anything else.
+    /// A stream's items (and end) that arrived before its session was lost, read before
+    /// anything else.
     unread: Option<Box<Unread>>,
-    /// An incoming call's cancellation.
+}
+
+/// Driver-side state of a call this node serves: who to wake, and its cancellation.
+#[derive(Default)]
+struct InSlot {
+    wakers: Wakers,
     cancel: Option<Signal>,
 }
 
-impl Slot {
-    fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
+/// The calls' slots, a table for each direction: an incoming call's slot is half the
+/// size of an outgoing one's. Keyed by peer-chosen IDs too: the session's keyed mux
+/// hash.
+struct Slots {
+    outgoing: MuxMap<OutSlot>,
+    incoming: MuxMap<InSlot>,
+}
+
+impl Slots {
+    fn wakers(&mut self, key: MuxKey) -> Option<&mut Wakers> {
+        match key.dir {
+            Dir::Outgoing => self.outgoing.get_mut(&key.id).map(|s| &mut s.wakers),
+            Dir::Incoming => self.incoming.get_mut(&key.id).map(|s| &mut s.wakers),
         }
-        if let Some(w) = self.write_waker.take() {
-            w.wake();
+    }
+
+    /// An outgoing stream's slot; `None` for an incoming one.
+    fn outgoing(&mut self, key: MuxKey) -> Option<&mut OutSlot> {
+        match key.dir {
+            Dir::Outgoing => self.outgoing.get_mut(&key.id),
+            Dir::Incoming => None,
+        }
+    }
+
+    fn remove(&mut self, key: MuxKey) {
+        match key.dir {
+            Dir::Outgoing => drop(self.outgoing.remove(&key.id)),
+            Dir::Incoming => drop(self.incoming.remove(&key.id)),
         }
     }
 }
@@ -192,8 +235,7 @@ pub(crate) struct LinkState {
     epoch: u64,
     /// Fires when the current session ends.
     done: Signal,
-    /// Keyed by peer-chosen IDs too: the session's keyed mux hash.
-    slots: HashMap<MuxKey, Slot, MuxIdHash>,
+    slots: Slots,
     last_mux_id: u64,
     /// The generation that last completed its handshake.
     connected_epoch: u64,
@@ -272,7 +314,10 @@ impl Link {
                 session: None,
                 epoch: 0,
                 done: Signal::new(),
-                slots: keyed_map(),
+                slots: Slots {
+                    outgoing: mux_map(),
+                    incoming: mux_map(),
+                },
                 last_mux_id: 0,
                 connected_epoch: 0,
                 connects: 0,
@@ -331,11 +376,14 @@ impl Link {
         let epoch = st.epoch;
         let s = st.session.as_mut().ok_or(CallError::Disconnected)?;
         let id = s.request(Instant::now(), handler, payload, deadline)?;
-        let slot = Slot {
-            waker: Some(cx.waker().clone()),
-            ..Slot::default()
+        let slot = OutSlot {
+            wakers: Wakers {
+                read: Some(cx.waker().clone()),
+                write: None,
+            },
+            ..OutSlot::default()
         };
-        st.slots.insert(MuxKey::outgoing(id), slot);
+        st.slots.outgoing.insert(id, slot);
         drop(st);
         self.writer.notify();
         Ok((epoch, id))
@@ -347,22 +395,21 @@ impl Link {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Bytes, CallError>> {
         let mut st = self.lock();
-        let key = MuxKey::outgoing(id);
-        let Some(slot) = st.slots.get_mut(&key) else {
+        let Some(slot) = st.slots.outgoing.get_mut(&id) else {
             return Poll::Ready(Err(CallError::Disconnected));
         };
         if let Some(r) = slot.end.take() {
-            st.slots.remove(&key);
+            st.slots.outgoing.remove(&id);
             return Poll::Ready(r);
         }
-        slot.waker = Some(cx.waker().clone());
+        slot.wakers.read = Some(cx.waker().clone());
         Poll::Pending
     }
 
     /// The caller stopped waiting: free the call at once.
     pub(crate) fn forget_request(&self, epoch: u64, id: u64) {
         let mut st = self.lock();
-        st.slots.remove(&MuxKey::outgoing(id));
+        st.slots.outgoing.remove(&id);
         if st.epoch == epoch {
             if let Some(s) = st.session.as_mut() {
                 s.cancel(id);
@@ -384,7 +431,7 @@ impl Link {
         let epoch = st.epoch;
         let s = st.session.as_mut().ok_or(CallError::Disconnected)?;
         let id = s.open_stream(Instant::now(), handler, payload, deadline)?;
-        st.slots.insert(MuxKey::outgoing(id), Slot::default());
+        st.slots.outgoing.insert(id, OutSlot::default());
         drop(st);
         self.writer.notify();
         Ok((epoch, id, has_input))
@@ -410,7 +457,7 @@ impl Link {
         }
         let mut st = self.lock();
         let st = &mut *st;
-        if let Some(slot) = st.slots.get_mut(&key) {
+        if let Some(slot) = st.slots.outgoing(key) {
             // Items that arrived before a loss come first, then the stream's end
             // (`Disconnected` if its end had not arrived); or an abrupt end.
             let end = match slot.unread.as_mut() {
@@ -421,12 +468,12 @@ impl Link {
                 None => slot.end.take().map(|r| r.map(|_| ())),
             };
             if let Some(end) = end {
-                st.slots.remove(&key);
+                st.slots.remove(key);
                 return Poll::Ready(end.map(|()| None));
             }
         }
         if st.epoch != epoch {
-            st.slots.remove(&key);
+            st.slots.remove(key);
             return Poll::Ready(Err(CallError::Disconnected));
         }
         let Some(s) = st.session.as_mut() else {
@@ -445,13 +492,13 @@ impl Link {
             }
             Read::End(r) => {
                 if key.dir == Dir::Outgoing {
-                    st.slots.remove(&key);
+                    st.slots.remove(key);
                 }
                 Poll::Ready(r.map(|()| None))
             }
-            Read::Pending => match st.slots.get_mut(&key) {
-                Some(slot) => {
-                    slot.waker = Some(cx.waker().clone());
+            Read::Pending => match st.slots.wakers(key) {
+                Some(wakers) => {
+                    wakers.read = Some(cx.waker().clone());
                     Poll::Pending
                 }
                 None => Poll::Ready(Err(CallError::Closed)),
@@ -461,8 +508,8 @@ impl Link {
 
     /// How many items of a stream have arrived and wait to be read.
     pub(crate) fn buffered(&self, epoch: u64, key: MuxKey) -> usize {
-        let st = self.lock();
-        if let Some(u) = st.slots.get(&key).and_then(|s| s.unread.as_ref()) {
+        let mut st = self.lock();
+        if let Some(u) = st.slots.outgoing(key).and_then(|s| s.unread.as_ref()) {
             return u.items.len();
         }
         match st.session.as_ref() {
@@ -480,7 +527,7 @@ impl Link {
     ) -> Poll<Result<(), CallError>> {
         let mut st = self.lock();
         let st = &mut *st;
-        if let Some(Err(e)) = st.slots.get(&key).and_then(|s| s.end.clone()) {
+        if let Some(Err(e)) = st.slots.outgoing(key).and_then(|s| s.end.clone()) {
             return Poll::Ready(Err(e));
         }
         if st.epoch != epoch {
@@ -494,9 +541,9 @@ impl Link {
                 self.writer.notify();
                 Poll::Ready(Ok(()))
             }
-            Err(SendError::Blocked) => match st.slots.get_mut(&key) {
-                Some(slot) => {
-                    slot.write_waker = Some(cx.waker().clone());
+            Err(SendError::Blocked) => match st.slots.wakers(key) {
+                Some(wakers) => {
+                    wakers.write = Some(cx.waker().clone());
                     Poll::Pending
                 }
                 None => Poll::Ready(Err(CallError::Closed)),
@@ -521,7 +568,7 @@ impl Link {
     /// The caller dropped its stream: cancel it on both sides.
     pub(crate) fn cancel_stream(&self, epoch: u64, id: u64) {
         let mut st = self.lock();
-        st.slots.remove(&MuxKey::outgoing(id));
+        st.slots.outgoing.remove(&id);
         if st.epoch == epoch {
             if let Some(s) = st.session.as_mut() {
                 s.cancel(id);
@@ -550,7 +597,7 @@ impl Link {
         if st.epoch != epoch {
             return;
         }
-        st.slots.remove(&MuxKey::incoming(id));
+        st.slots.incoming.remove(&id);
         let now = st.now;
         if let Some(s) = st.session.as_mut() {
             end(s, now);
@@ -598,40 +645,40 @@ impl Link {
                     ..
                 } => self.spawn_stream(st, epoch, mux_id, handler, payload),
                 Event::Response { mux_id, result } => {
-                    if let Some(slot) = st.slots.get_mut(&MuxKey::outgoing(mux_id)) {
+                    if let Some(slot) = st.slots.outgoing.get_mut(&mux_id) {
                         slot.end = Some(result);
-                        slot.wake();
+                        slot.wakers.wake();
                         answered = true;
                     }
                 }
                 Event::Readable(key) => {
-                    if let Some(w) = st.slots.get_mut(&key).and_then(|s| s.waker.take()) {
+                    if let Some(w) = st.slots.wakers(key).and_then(|w| w.read.take()) {
                         w.wake();
                     }
                 }
                 Event::Writable(key) => {
-                    if let Some(w) = st.slots.get_mut(&key).and_then(|s| s.write_waker.take()) {
+                    if let Some(w) = st.slots.wakers(key).and_then(|w| w.write.take()) {
                         w.wake();
                     }
                 }
                 Event::Closed { key, error } => match key.dir {
                     Dir::Outgoing => {
-                        if let Some(slot) = st.slots.get_mut(&key) {
+                        if let Some(slot) = st.slots.outgoing.get_mut(&key.id) {
                             // After a loss, what arrived is still read, then the end.
                             match st.session.as_mut().and_then(|s| s.take_unread(key.id)) {
                                 Some(u) => slot.unread = Some(Box::new(u)),
                                 None => slot.end = Some(Err(error)),
                             }
-                            slot.wake();
+                            slot.wakers.wake();
                         }
                     }
                     Dir::Incoming => {
-                        if let Some(mut slot) = st.slots.remove(&key) {
+                        if let Some(mut slot) = st.slots.incoming.remove(&key.id) {
                             debug!(target: "grid::handler", remote = %self.remote, mux = key.id, %error, "incoming call cancelled");
                             if let Some(c) = slot.cancel.take() {
                                 c.fire();
                             }
-                            slot.wake();
+                            slot.wakers.wake();
                         }
                     }
                 },
@@ -757,11 +804,11 @@ impl Link {
     ) {
         // A single request gets its slot only if its handler waits ([`Link::watch_cancel`]).
         if cancel.is_some() {
-            let slot = Slot {
+            let slot = InSlot {
                 cancel: cancel.clone(),
-                ..Slot::default()
+                ..InSlot::default()
             };
-            st.slots.insert(MuxKey::incoming(id), slot);
+            st.slots.incoming.insert(id, slot);
         }
         // Counted as running from now (shutdown waits for it); started once the link's
         // lock is released, and spawned as it is, one allocation, if it waits
@@ -808,7 +855,7 @@ impl Link {
         if st.epoch != epoch || !st.session.as_ref().is_some_and(|s| s.contains(key)) {
             return None;
         }
-        let slot = st.slots.entry(key).or_default();
+        let slot = st.slots.incoming.entry(id).or_default();
         Some(slot.cancel.get_or_insert_with(Signal::new).clone())
     }
 
