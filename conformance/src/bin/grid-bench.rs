@@ -1087,7 +1087,7 @@ impl Mem {
     }
 }
 
-/// Opens `k` idle streams at a time through `open` until [`IDLE_STREAMS`] are open,
+/// Opens idle streams through `open`, 2,000 at a time, until [`IDLE_STREAMS`] are open,
 /// after a warm-up round of 1,000 (which warms the allocator and the tables) is closed;
 /// `started` counts the streams the serving side runs. Returns the resident memory
 /// before and with them, the streams still open.

@@ -16,20 +16,12 @@ pub enum Dir {
 }
 
 /// A mux in one of the two tables; the two tables are separate namespaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MuxKey {
     /// The table.
     pub dir: Dir,
     /// The mux ID.
     pub id: u64,
-}
-
-impl std::hash::Hash for MuxKey {
-    /// One word, so the session's mux hasher takes it in one step: the table flips the
-    /// top bit (two keys that then collide still differ by `Eq`).
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.id ^ ((self.dir as u64) << 63));
-    }
 }
 
 impl MuxKey {

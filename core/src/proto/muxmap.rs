@@ -15,12 +15,6 @@ pub(crate) type MuxMap<V> = HashMap<u64, V, MuxIdHash>;
 
 /// A map with a fresh pair of keys.
 pub(crate) fn mux_map<V>() -> MuxMap<V> {
-    keyed_map()
-}
-
-/// A map keyed by anything that hashes as one `u64` (a [`crate::proto::MuxKey`]), under
-/// fresh keys.
-pub(crate) fn keyed_map<K, V>() -> HashMap<K, V, MuxIdHash> {
     HashMap::with_hasher(MuxIdHash::new())
 }
 
