@@ -338,16 +338,23 @@ impl Frame {
     /// Appends the frame to `out`: the 7-array, then the subroute trailer if present, then
     /// the CRC if [`Flags::CRC`] is set.
     pub fn encode(&self, out: &mut BytesMut) {
-        let (head, head_len) = self.head();
-        out.reserve(head_len + self.payload.len() + self.trailers_len());
-        self.encode_after(out, &head[..head_len]);
+        out.reserve(self.room());
+        self.encode_reserved(out);
     }
 
     /// [`Frame::encode`] without reserving room first: for callers that reserved it for
-    /// several frames at once (it still grows `out` if they did not).
+    /// several frames at once, with [`HEAD_ROOM`] to spare (it still grows `out` if they
+    /// did not).
     pub(crate) fn encode_reserved(&self, out: &mut BytesMut) {
-        let (head, head_len) = self.head();
-        self.encode_after(out, &head[..head_len]);
+        let start = self.put_head(out);
+        out.extend_from_slice(&self.payload);
+        if let Some(s) = &self.subroute {
+            out.extend_from_slice(s.as_bytes());
+        }
+        if self.flags.contains(Flags::CRC) {
+            let crc = crc(&out[start..]);
+            out.put_u32_le(crc);
+        }
     }
 
     /// [`Frame::encode`], except that a payload of at least `split.min` bytes is not
@@ -357,13 +364,11 @@ impl Frame {
         if self.payload.len() < split.min {
             return self.encode(out);
         }
-        let (head, head_len) = self.head();
-        let head = &head[..head_len];
-        out.reserve(head_len + self.trailers_len());
-        out.extend_from_slice(head);
+        out.reserve(HEAD_ROOM + self.trailers_len());
+        let start = self.put_head(out);
         let crc = self.flags.contains(Flags::CRC).then(|| {
             let mut h = twox_hash::XxHash3_64::new();
-            h.write(head);
+            h.write(&out[start..]);
             h.write(&self.payload);
             h
         });
@@ -378,24 +383,29 @@ impl Frame {
         }
     }
 
-    /// The 7-array up to the payload's bin header included, written on the stack (one
-    /// copy into the output instead of a capacity check per byte).
+    /// Appends the 7-array up to the payload's bin header included and returns where it
+    /// starts. It is written in place in `HEAD_ROOM` zeroed bytes, the rest cut off after:
+    /// one capacity check instead of one per field, and no copy from a buffer on the
+    /// stack, whose byte-wise stores a wide load of the copy would have to wait for.
     #[inline]
-    fn head(&self) -> ([u8; HEAD_MAX], usize) {
-        let mut head = [0u8; HEAD_MAX];
+    fn put_head(&self, out: &mut BytesMut) -> usize {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEAD_ROOM]);
+        let head: &mut [u8; HEAD_ROOM] = (&mut out[start..]).try_into().expect("head room");
         head[0] = ARRAY7;
         let mut n = 1;
-        put_uint_at(&mut head, &mut n, self.mux_id);
-        put_uint_at(&mut head, &mut n, self.seq as u64);
-        put_uint_at(&mut head, &mut n, self.deadline_ms as u64);
-        put_uint_at(&mut head, &mut n, self.handler as u64);
-        put_uint_at(&mut head, &mut n, self.op.as_u8() as u64);
-        put_uint_at(&mut head, &mut n, self.wire_flags().0 as u64);
+        put_uint_at(head, &mut n, self.mux_id);
+        put_uint_at(head, &mut n, self.seq as u64);
+        put_uint_at(head, &mut n, self.deadline_ms as u64);
+        put_uint_at(head, &mut n, self.handler as u64);
+        put_uint_at(head, &mut n, self.op.as_u8() as u64);
+        put_uint_at(head, &mut n, self.wire_flags().0 as u64);
         let mut rest = &mut head[n..];
         let before = rest.len();
         msgpack::put_bin_header(&mut rest, self.payload.len());
         n += before - rest.len();
-        (head, n)
+        out.truncate(start + n);
+        start
     }
 
     /// Bytes of the subroute and CRC trailers.
@@ -413,24 +423,16 @@ impl Frame {
         }
     }
 
-    /// Appends `head` (from [`Frame::head`]), the payload and the trailers.
+    /// The room [`Frame::encode`] reserves: the frame's bytes, with its head counted as
+    /// the [`HEAD_ROOM`] it is written in.
     #[inline]
-    fn encode_after(&self, out: &mut BytesMut, head: &[u8]) {
-        let start = out.len();
-        out.extend_from_slice(head);
-        out.extend_from_slice(&self.payload);
-        if let Some(s) = &self.subroute {
-            out.extend_from_slice(s.as_bytes());
-        }
-        if self.flags.contains(Flags::CRC) {
-            let crc = crc(&out[start..]);
-            out.put_u32_le(crc);
-        }
+    pub(crate) fn room(&self) -> usize {
+        HEAD_ROOM + self.payload.len() + self.trailers_len()
     }
 
     /// Encodes the frame into a new buffer.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.encoded_len());
+        let mut out = BytesMut::with_capacity(self.room());
         self.encode(&mut out);
         out.freeze()
     }
@@ -446,14 +448,14 @@ pub struct PayloadSplit<'a> {
     pub take: &'a mut dyn FnMut(&mut BytesMut, &Bytes),
 }
 
-/// The longest [`Frame::head`]: the array header, six integers (1 + 9 + 5 + 5 + 2 +
-/// 2 + 2 bytes at most) and a bin header (5 at most).
-const HEAD_MAX: usize = 32;
+/// Room for the longest head a frame writes before its payload: the array header, six
+/// integers (1 + 9 + 5 + 5 + 2 + 2 + 2 bytes at most) and a bin header (5 at most).
+pub(crate) const HEAD_ROOM: usize = 32;
 
 /// Writes `v` at `buf[*n..]` in the smallest unsigned msgpack form (as
 /// [`msgpack::put_uint`] does) and moves `*n` past it.
 #[inline(always)]
-fn put_uint_at(buf: &mut [u8; HEAD_MAX], n: &mut usize, v: u64) {
+fn put_uint_at(buf: &mut [u8; HEAD_ROOM], n: &mut usize, v: u64) {
     let i = *n;
     if v < 128 {
         buf[i] = v as u8;
@@ -607,6 +609,8 @@ fn header_checked(buf: &[u8], base: usize) -> Result<Header, DecodeError> {
 /// payload is a slice of `msg`.
 ///
 /// `base` is the offset of the frame within the whole message, for error positions.
+/// Inlined, so that the frame is built where its caller keeps it.
+#[inline]
 pub(crate) fn parse(
     msg: &Bytes,
     range: std::ops::Range<usize>,

@@ -35,7 +35,7 @@ where
     I::IntoIter: ExactSizeIterator + Clone,
 {
     let frames = frames.into_iter();
-    out.reserve(merged_len(frames.clone()));
+    out.reserve(merged_len(frames.clone()) + frame::HEAD_ROOM);
     put_merged(frames, out, |f, out| f.encode_reserved(out));
 }
 
@@ -124,7 +124,7 @@ where
 {
     debug_assert_eq!(frames.len(), lens.len());
     let count = u32::try_from(lens.len()).expect("merged container of over 4G frames");
-    out.reserve(merged_len_sized(lens));
+    out.reserve(merged_len_sized(lens) + frame::HEAD_ROOM);
     put_header(out, count);
     for (f, len) in frames.zip(lens) {
         debug_assert!(f.op != Op::Merged, "merged containers never nest");
@@ -174,41 +174,42 @@ impl MergedFrames {
         self.header.seq
     }
 
-    fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+    fn next_frame(&mut self) -> Option<Result<Frame, DecodeError>> {
         if self.remaining == 0 {
             if self.pos != self.body.len() {
-                return Err(DecodeError::MergedCount {
+                return Some(Err(DecodeError::MergedCount {
                     at: self.base + self.pos,
                     declared: self.header.seq,
                     found: self.header.seq,
                     extra_bytes: self.body.len() - self.pos,
-                });
+                }));
             }
-            return Ok(None);
+            return None;
         }
         if self.pos == self.body.len() {
-            return Err(DecodeError::MergedCount {
+            return Some(Err(DecodeError::MergedCount {
                 at: self.base + self.pos,
                 declared: self.header.seq,
                 found: self.header.seq - self.remaining,
                 extra_bytes: 0,
-            });
+            }));
         }
         let mut r = Reader::new(&self.body[self.pos..]);
-        let range = r
-            .read_bin_range("merged inner frame")
-            .map_err(|e| e.shifted(self.base + self.pos))?;
+        let range = match r.read_bin_range("merged inner frame") {
+            Ok(range) => range,
+            Err(e) => return Some(Err(e.shifted(self.base + self.pos))),
+        };
         let inner_base = self.base + self.pos + range.start;
         let inner = self.pos + range.start..self.pos + range.end;
         self.pos += range.end;
         self.remaining -= 1;
         // Parsed in place: the payload is sliced from the body, with no slice of the
         // inner frame in between.
-        let parsed = frame::parse(&self.body, inner, inner_base)?;
-        if parsed.frame.op == Op::Merged {
-            return Err(DecodeError::NestedMerged { at: inner_base });
-        }
-        Ok(Some(parsed.frame))
+        Some(match frame::parse(&self.body, inner, inner_base) {
+            Ok(p) if p.frame.op == Op::Merged => Err(DecodeError::NestedMerged { at: inner_base }),
+            Ok(p) => Ok(p.frame),
+            Err(e) => Err(e),
+        })
     }
 }
 
@@ -219,13 +220,9 @@ impl Iterator for MergedFrames {
         if self.failed {
             return None;
         }
-        match self.next_frame() {
-            Ok(f) => f.map(Ok),
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        let next = self.next_frame();
+        self.failed = matches!(next, Some(Err(_)));
+        next
     }
 }
 
@@ -279,6 +276,56 @@ mod tests {
                 .map(|f| f.payload.as_ptr())
                 .collect();
             prop_assert_eq!(handed, large);
+        }
+
+        /// A frame's head is written in place, in room reserved for the longest head;
+        /// the encoders reserve that room on top of the frames' bytes, so a buffer grows
+        /// once, before the first frame, and never moves while a message is written
+        /// (which would copy everything written so far). Whatever the header's integers
+        /// are, the message decodes to the frames it was written from.
+        #[test]
+        fn encoders_grow_a_buffer_once(
+            heads in proptest::collection::vec(
+                (any::<u64>(), any::<u32>(), any::<u32>(), any::<u8>(), prop_oneof![Just(0usize), 0usize..300], any::<bool>()),
+                1..6,
+            ),
+        ) {
+            let frames: Vec<Frame> = heads
+                .iter()
+                .map(|&(mux_id, seq, deadline_ms, handler, len, crc)| {
+                    let mut f = frame(len, crc, false);
+                    (f.mux_id, f.seq, f.deadline_ms, f.handler) = (mux_id, seq, deadline_ms, handler);
+                    f
+                })
+                .collect();
+            let once = |room: usize| {
+                let mut b = BytesMut::new();
+                b.reserve(room);
+                b.capacity()
+            };
+
+            let mut out = BytesMut::new();
+            encode_merged(&frames, &mut out);
+            prop_assert_eq!(out.len(), merged_len(&frames));
+            prop_assert_eq!(out.capacity(), once(merged_len(&frames) + frame::HEAD_ROOM));
+
+            let lens: Vec<usize> = frames.iter().map(Frame::encoded_len).collect();
+            let mut sized = BytesMut::new();
+            encode_merged_sized(frames.iter(), &lens, &mut sized);
+            prop_assert_eq!(&sized, &out);
+            prop_assert_eq!(sized.capacity(), out.capacity());
+
+            for f in &frames {
+                let mut one = BytesMut::new();
+                f.encode(&mut one);
+                prop_assert_eq!(one.len(), f.encoded_len());
+                prop_assert_eq!(one.capacity(), once(f.room()));
+                prop_assert_eq!(one.freeze(), f.to_bytes());
+            }
+            let decoded = crate::codec::decode(&out.freeze(), usize::MAX)
+                .and_then(crate::codec::Message::into_frames)
+                .expect("decodes");
+            prop_assert_eq!(decoded, frames);
         }
     }
 }

@@ -675,7 +675,7 @@ pub(crate) fn encode_round(
         let Some(keys) = mask.as_deref_mut() else {
             let split = message.iter().map(|f| f.payload.len());
             let split: usize = split.filter(|n| *n >= SPLIT_PAYLOAD).sum();
-            buf.reserve(MAX_HEADER + len - split);
+            buf.reserve(MAX_HEADER + len - split + codec::HEAD_ROOM);
             put_binary_header(buf, len, None);
             let split = &mut PayloadSplit {
                 min: SPLIT_PAYLOAD,
@@ -685,7 +685,7 @@ pub(crate) fn encode_round(
             continue;
         };
         let key = keys.next_key();
-        buf.reserve(MAX_HEADER + len);
+        buf.reserve(MAX_HEADER + len + codec::HEAD_ROOM);
         put_binary_header(buf, len, Some(key));
         let body = buf.len();
         codec::encode_message(message, buf);
@@ -1215,6 +1215,50 @@ mod tests {
             assert_eq!(large.len(), 4);
             for p in large {
                 assert_eq!(own.contains(&p), !masked, "masked: {masked}");
+            }
+        }
+    }
+
+    /// A message is written into the room reserved for it before its first byte: the
+    /// buffer grows once, to that room, and is not moved (copying what the round wrote
+    /// before) while the message's frames are written, each head in place.
+    #[test]
+    fn a_message_is_written_in_the_room_reserved_for_it() {
+        use crate::codec::{Flags, Op};
+        let small = |len: usize, mux_id: u64| {
+            let mut f = Frame::new(Op::MuxServerMsg);
+            (f.mux_id, f.seq, f.flags) = (mux_id, u32::MAX, Flags::CRC);
+            f.payload = Bytes::from(vec![3; len]);
+            f
+        };
+        let messages = [
+            vec![small(0, u64::MAX)],
+            vec![small(500, 1), small(0, u64::MAX), small(0, u64::MAX)],
+        ];
+        for message in &messages {
+            let len = match &message[..] {
+                [f] => f.encoded_len(),
+                many => codec::merged_len(many),
+            };
+            for masked in [false, true] {
+                let mut keys = MaskKeys::new();
+                let (mut buf, mut out) = (BytesMut::new(), VecDeque::new());
+                encode_round(
+                    message,
+                    [(message.len(), len)].into_iter(),
+                    masked.then_some(&mut keys),
+                    &mut buf,
+                    &mut out,
+                );
+                let mut room = BytesMut::new();
+                room.reserve(MAX_HEADER + len + codec::HEAD_ROOM);
+                let wire: usize = out.iter().map(|s| s.bytes.len()).sum();
+                assert!(
+                    wire > len && wire <= MAX_HEADER + len,
+                    "{wire} bytes for {len}"
+                );
+                assert_eq!(out.len(), 1);
+                assert_eq!(buf.capacity(), room.capacity() - wire, "masked: {masked}");
             }
         }
     }
