@@ -10,7 +10,12 @@ use twox_hash::XxHash3_64;
 
 /// The 32-byte trailer naming a subroute: SHA-256 of the route with byte 0 replaced by
 /// the handler ID and byte 1 by zero.
+///
+/// Aligned to 8 bytes, so that a [`Frame`](super::Frame) holding one is moved in whole
+/// words: byte-aligned, the trailer and the frame's one-byte fields were moved with
+/// loads of other widths than the stores that wrote them, and each such load waits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(align(8))]
 pub struct SubrouteId([u8; 32]);
 
 impl SubrouteId {
