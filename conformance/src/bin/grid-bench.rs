@@ -85,6 +85,9 @@ const SECTIONS: [&str; 6] = [
 const ECHO: u8 = 1;
 const PUSH_1: u8 = 2;
 const PUSH_256: u8 = 3;
+/// The large capacity of the stream figures: `PUSH_256`'s out capacity, the echo's in
+/// and out capacities, and the window the windowed floor keeps for `PUSH_256`.
+const LARGE_CAPACITY: u32 = 256;
 const ECHO_STREAM: u8 = 4;
 const IDLE: u8 = 5;
 const TYPED: u8 = 6;
@@ -315,11 +318,11 @@ fn register(b: ManagerBuilder, started: &Arc<AtomicUsize>) -> ManagerBuilder {
     let b = b
         .single(ECHO, |r: Request| async move { Ok(r.payload) })
         .and_then(|b| b.stream(PUSH_1, cap(0, 1), push_handler))
-        .and_then(|b| b.stream(PUSH_256, cap(0, 256), push_handler))
+        .and_then(|b| b.stream(PUSH_256, cap(0, LARGE_CAPACITY), push_handler))
         .and_then(|b| {
             b.stream(
                 ECHO_STREAM,
-                cap(256, 256),
+                cap(LARGE_CAPACITY, LARGE_CAPACITY),
                 |mut ctx: StreamCtx| async move {
                     let mut input = ctx.input.take().expect("echo takes input");
                     while let Some(item) = input.next().await {
@@ -582,9 +585,9 @@ impl FloorWindow {
     /// The window of a Grid stream with out capacity `capacity` and items of `len`
     /// bytes: as many items as fit in the default `stream_window_bytes`, at least one,
     /// at most the capacity.
-    fn of_stream(capacity: usize, len: usize) -> FloorWindow {
+    fn of_stream(capacity: u32, len: usize) -> FloorWindow {
         let bytes = grid_core::proto::Config::default().stream_window_bytes;
-        let items = (bytes / len.max(1)).min(capacity).max(1);
+        let items = (bytes / len.max(1)).min(capacity as usize).max(1);
         FloorWindow {
             items,
             batch: (items / 4).max(1),
@@ -1021,7 +1024,7 @@ fn streams(report: &mut Report, o: &Opts, rt: Rt) {
             let f = floor_push_rate(&r, len, dur, None).await;
             let g1 = grid_push(&r, &c, PUSH_1, len, dur).await;
             let g256 = grid_push(&r, &c, PUSH_256, len, dur).await;
-            let w = Some(FloorWindow::of_stream(256, len));
+            let w = Some(FloorWindow::of_stream(LARGE_CAPACITY, len));
             let fw = floor_push_rate(&r, len, dur, w).await;
             out.push((len, f, g1, g256, fw));
         }
