@@ -86,7 +86,8 @@ const ECHO: u8 = 1;
 const PUSH_1: u8 = 2;
 const PUSH_256: u8 = 3;
 /// The large capacity of the stream figures: `PUSH_256`'s out capacity, the echo's in
-/// and out capacities, and the window the windowed floor keeps for `PUSH_256`.
+/// and out capacities, the window the windowed floor keeps for `PUSH_256` and the echo
+/// floor's messages in flight.
 const LARGE_CAPACITY: u32 = 256;
 const ECHO_STREAM: u8 = 4;
 const IDLE: u8 = 5;
@@ -891,8 +892,10 @@ async fn floor_echo_rate(rt: &Arc<dyn Runtime>, dur: Duration) -> f64 {
     rt.spawn(Box::pin(floor_echo_serve(server, rt.clone())));
     on(rt, async move {
         let (mut tx, rx) = client.split();
-        // 256 messages in flight, as the Grid stream's capacities allow.
-        let (mut credit, credits) = mpsc::channel::<()>(255);
+        // As many messages in flight as the Grid stream's capacities allow (a sender
+        // has one slot of its own on top of the channel's buffer).
+        let in_flight = LARGE_CAPACITY as usize;
+        let (mut credit, credits) = mpsc::channel::<()>(in_flight - 1);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let item = payload(SMALL);
