@@ -117,8 +117,16 @@ struct HandlerTask<T: 'static, S> {
     /// The call's cancellation. Most single requests are answered in their handler's
     /// first poll, so theirs is watched only once the handler waits.
     cancelled: Option<SignalWait>,
-    start: Option<S>,
-    run: Option<HandlerFuture<T>>,
+    stage: Stage<S, T>,
+}
+
+/// Where an incoming call's handler is: `start` waits for the first poll, which turns it
+/// into the running future (so the two never take room side by side); `Ended` after a
+/// panic in `start`.
+enum Stage<S, T> {
+    Start(S),
+    Run(HandlerFuture<T>),
+    Ended,
 }
 
 impl<T, S> Future for HandlerTask<T, S>
@@ -130,13 +138,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            if let Some(start) = this.start.take() {
-                this.run = Some(start(&this.link, this.epoch, this.id, &this.handler));
+            if matches!(this.stage, Stage::Start(_))
+                && let Stage::Start(start) = std::mem::replace(&mut this.stage, Stage::Ended)
+            {
+                this.stage = Stage::Run(start(&this.link, this.epoch, this.id, &this.handler));
             }
-            // Empty only after a panic, which ended the task.
-            this.run
-                .as_mut()
-                .map_or(Poll::Pending, |run| run.as_mut().poll(cx))
+            match &mut this.stage {
+                Stage::Run(run) => run.as_mut().poll(cx),
+                // Only after a panic, which ended the task.
+                Stage::Start(_) | Stage::Ended => Poll::Pending,
+            }
         }));
         let r = match polled {
             Ok(Poll::Pending) => None,
@@ -821,8 +832,7 @@ impl Link {
             handler,
             end,
             cancelled: cancel.map(|c| c.wait()),
-            start: Some(start),
-            run: None,
+            stage: Stage::Start(start),
         }));
     }
 
