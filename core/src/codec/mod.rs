@@ -34,6 +34,7 @@ mod route;
 use bytes::Bytes;
 
 pub use control::{ConnectRequest, ConnectResponse, MuxConnectError, Ping, Pong, Time, to_payload};
+#[cfg(feature = "driver")]
 pub(crate) use frame::HEAD_ROOM;
 pub use frame::{CRC_LEN, Flags, Frame, Op, PayloadSplit, SUBROUTE_LEN, crc};
 pub use merged::{MergedFrames, encode_merged, encode_message, encode_message_split, merged_len};
