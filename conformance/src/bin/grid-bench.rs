@@ -832,8 +832,8 @@ async fn floor_push_rate(
             Box::pin(async move {
                 let (ws, unanswered) = &mut *ws.lock().await;
                 let m = ws.next().await;
-                if let Some(w) = window
-                    && w.answer_after_read(unanswered)
+                let answer = window.is_some_and(|w| w.answer_after_read(unanswered));
+                if answer
                     && ws
                         .send(Message::Binary(Bytes::from_static(&[0; 4])))
                         .await

@@ -138,10 +138,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            if matches!(this.stage, Stage::Start(_))
-                && let Stage::Start(start) = std::mem::replace(&mut this.stage, Stage::Ended)
-            {
-                this.stage = Stage::Run(start(&this.link, this.epoch, this.id, &this.handler));
+            if matches!(this.stage, Stage::Start(_)) {
+                if let Stage::Start(start) = std::mem::replace(&mut this.stage, Stage::Ended) {
+                    this.stage = Stage::Run(start(&this.link, this.epoch, this.id, &this.handler));
+                }
             }
             match &mut this.stage {
                 Stage::Run(run) => run.as_mut().poll(cx),
