@@ -1527,13 +1527,108 @@ pub async fn rejected_unknown_host(rt: Arc<dyn Runtime>, logs: &crate::logs::Cap
     rejection(&rt, logs, false).await;
 }
 
-/// The dial rule across 35 one-letter hosts: each pair gets opposite answers and every
-/// host dials at least 10 others.
+/// Nodes that bind their own address from their host string (no listener handed in)
+/// and serve the lock grid's route: calls go both ways, and the managers name their
+/// address, peers and links. A node dialing one of them on the default route is refused
+/// with 404 and says why.
+pub async fn own_listener_and_route(rt: Arc<dyn Runtime>) {
+    use grid_core::driver::{MINIO_LOCK_ROUTE, MINIO_ROUTE, StartError};
+    let probe = Arc::new(Probe::default());
+    let start = |host: &str, hosts: &[String], route: &str| {
+        let b = Manager::builder(host, hosts)
+            .config(test_config())
+            .route(route)
+            .token_provider(|| "secret".into())
+            .token_validator(secret_only);
+        handlers(b, &probe, false).start(rt.clone())
+    };
+    // Free ports, bound and released: one taken again in between fails `start` with
+    // `AddrInUse`, and the ports are picked again.
+    let (nodes, hosts) = 'pick: loop {
+        let (listeners, hosts) = bind(2);
+        drop(listeners);
+        let mut nodes = Vec::new();
+        for h in &hosts {
+            match start(h, &hosts, MINIO_LOCK_ROUTE) {
+                Ok(m) => nodes.push(m),
+                Err(StartError::Listen { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    for m in nodes {
+                        m.shutdown().await;
+                    }
+                    continue 'pick;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        break (nodes, hosts);
+    };
+    let c = TestCluster {
+        nodes,
+        hosts,
+        probe: probe.clone(),
+    };
+    within(&rt, LIMIT, async {
+        c.wait_connected().await;
+        for (i, j) in [(0, 1), (1, 0)] {
+            let p = pattern(100);
+            assert_eq!(c.conn(i, j).request(ECHO, p.clone()).await.unwrap(), p);
+        }
+        for (i, m) in c.nodes.iter().enumerate() {
+            let other = &c.hosts[1 - i];
+            let port = c.hosts[i].rsplit(':').next().unwrap();
+            assert_eq!(
+                m.local_addr().map(|a| a.port().to_string()).as_deref(),
+                Some(port)
+            );
+            assert_eq!(m.peers().collect::<Vec<_>>(), [other.as_str()]);
+            let stats = m.stats();
+            assert_eq!(stats.keys().collect::<Vec<_>>(), [other]);
+            let link = &stats[other];
+            assert!(link.connected && link.connects == 1, "{link:?}");
+            // The handshake and the two echoes each way.
+            assert!(link.session.frames_sent >= 3, "{link:?}");
+            assert!(format!("{m:?}").contains(&c.hosts[i]), "{m:?}");
+        }
+    })
+    .await;
+    // A third node, on the default route, that dials node 0.
+    let d = (2..)
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .find(|h| grid_core::codec::should_dial(h, &c.hosts[0]))
+        .unwrap();
+    let target = c.hosts[0].clone();
+    let stray = Manager::builder(&d, &[d.clone(), target.clone()])
+        .config(test_config())
+        .route(MINIO_ROUTE)
+        .no_listener()
+        .token_provider(|| "secret".into())
+        .start(rt.clone())
+        .expect("manager starts");
+    let conn = stray.connection(&target).expect("peer");
+    within(&rt, LIMIT, async {
+        until(&rt, Duration::from_millis(10), || {
+            conn.stats().last_error.is_some()
+        })
+        .await;
+    })
+    .await;
+    let err = conn.stats().last_error.expect("the dialer saw why");
+    assert!(
+        err.contains("404") && err.contains(&format!("no grid route at {MINIO_ROUTE}")),
+        "{err}"
+    );
+    assert!(!conn.is_connected());
+    stray.shutdown().await;
+    assert_eq!(stray.running_tasks(), 0);
+    c.shutdown().await;
+}
+
+/// The dial rule across 35 hosts: each pair gets opposite answers and every host dials
+/// at least 10 others. Nothing listens on their port, so the dialers are refused.
 pub async fn dial_rule_across_35_hosts(rt: Arc<dyn Runtime>) {
-    let hosts: Vec<String> = "abcdefghijklmnopqrstuvwxyz012345678"
-        .chars()
-        .map(String::from)
-        .collect();
+    let hosts: Vec<String> = (1..=35).map(|i| format!("http://127.0.0.{i}:1")).collect();
     let managers: Vec<Manager> = hosts
         .iter()
         .map(|h| {
@@ -1623,6 +1718,7 @@ macro_rules! suite_tests {
             unread_items_outlive_a_lost_link,
             shutdown_with_calls_in_flight,
             dial_rule_across_35_hosts,
+            own_listener_and_route,
             serve_socket_from_the_applications_listener,
             ; logged: rejected_bad_token, rejected_unknown_host
         );

@@ -39,9 +39,13 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// The local host string is not usable.
+    /// The local host string is not usable, or a peer this node dials is not a URL it
+    /// can dial.
     #[error("{0}")]
     Host(String),
+    /// The route is not a URL path (see [`ManagerBuilder::route`]).
+    #[error("{0}")]
+    Route(String),
     /// A host string is a TLS host (`https://`, `wss://`) but the manager has no TLS
     /// configuration (see `ManagerBuilder::tls`, feature `tls`). Any TLS host in the
     /// cluster needs one: this node may have to dial it.
@@ -103,7 +107,10 @@ impl ManagerBuilder {
         self
     }
 
-    /// The URL path of the WebSocket upgrade (default [`MINIO_ROUTE`]).
+    /// The URL path of the WebSocket upgrade (default [`MINIO_ROUTE`]; MinIO serves its
+    /// lock grid on [`MINIO_LOCK_ROUTE`]): this node dials its peers on it and accepts
+    /// upgrades only there, answering any other path with 404. It starts with `/` and
+    /// has no query; [`ManagerBuilder::start`] refuses one that does not.
     pub fn route(mut self, route: impl Into<String>) -> Self {
         self.route = route.into();
         self
@@ -245,7 +252,10 @@ impl ManagerBuilder {
     }
 
     /// Starts the manager on `rt`: binds (unless told not to), accepts peers and dials
-    /// the peers this node dials.
+    /// the peers this node dials. Before it spawns anything it fails with a
+    /// [`StartError`] on a route that is not a URL path, a peer it dials whose host
+    /// string is not a URL, a TLS host without a TLS configuration, or an address it
+    /// cannot bind.
     pub fn start(self, rt: Arc<dyn Runtime>) -> Result<Manager, StartError> {
         #[cfg(feature = "tls")]
         let has_tls = self.tls.is_some();
@@ -256,6 +266,13 @@ impl ManagerBuilder {
             .find(|h| ws::is_tls(h));
         if let (Some(host), false) = (tls_host, has_tls) {
             return Err(StartError::TlsNotConfigured { host: host.clone() });
+        }
+        ws::check_route(&self.route).map_err(StartError::Route)?;
+        // A typo in a peer's host string fails here, not in every attempt of its dialer.
+        for peer in &self.hosts {
+            if *peer != self.local_host && should_dial(&self.local_host, peer) {
+                ws::check_dialable(peer, &self.route).map_err(StartError::Host)?;
+            }
         }
         let mut id = [0u8; 16];
         let entropy = twox_hash::XxHash3_128::oneshot(
@@ -651,6 +668,86 @@ mod tests {
         fn listener(&self, _: std::net::TcpListener) -> std::io::Result<Box<dyn Listener>> {
             unreachable!("listener")
         }
+    }
+
+    /// `local` with a port from 1 up chosen so that it dials `peer` (or not).
+    fn local_that_dials(peer: &str, dials: bool) -> String {
+        (1..)
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .find(|l| should_dial(l, peer) == dials)
+            .expect("a port")
+    }
+
+    #[test]
+    fn a_peer_this_node_dials_must_be_a_url() {
+        for (peer, why) in [
+            ("127.0.0.1:9000", "has no scheme"),
+            ("ftp://127.0.0.1:9000", "unsupported scheme"),
+            ("http://", "has no address"),
+            ("http://a b:9000", "does not make a URL"),
+        ] {
+            let local = local_that_dials(peer, true);
+            let err = Manager::builder(&local, &[local.as_str(), peer])
+                .no_listener()
+                .start(Arc::new(Unused))
+                .expect_err(peer);
+            assert!(
+                matches!(&err, StartError::Host(text) if text.contains(why) && text.contains(peer)),
+                "{peer}: {err:?}"
+            );
+            // A peer that dials this node names itself; its string is only compared.
+            let local = local_that_dials(peer, false);
+            let m = Manager::builder(&local, &[local.as_str(), peer])
+                .no_listener()
+                .start(Arc::new(Unused))
+                .expect("nothing to dial, nothing to bind");
+            assert_eq!(m.peers().collect::<Vec<_>>(), [peer]);
+            assert_eq!(m.running_tasks(), 0);
+        }
+    }
+
+    #[test]
+    fn a_route_that_is_not_a_path_does_not_start() {
+        for route in ["grid", "/grid?x=1", "/a b"] {
+            let err = Manager::builder("http://127.0.0.1:1", &["http://127.0.0.1:1"])
+                .route(route)
+                .no_listener()
+                .start(Arc::new(Unused))
+                .expect_err(route);
+            assert!(
+                matches!(&err, StartError::Route(text) if text.starts_with(&format!("route {route:?}: "))),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_address_taken_is_a_listen_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = taken.local_addr().expect("local addr").to_string();
+        let local = format!("http://{addr}");
+        let err = Manager::builder(&local, &[&local])
+            .start(Arc::new(Unused))
+            .expect_err("the address is taken");
+        match &err {
+            StartError::Listen { addr: a, source } => {
+                assert_eq!(a, &addr);
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            err.to_string().starts_with(&format!("listen on {addr}: ")),
+            "{err}"
+        );
+        // An address the host string does not hold is a host error.
+        let err = Manager::builder("http://", &["http://"])
+            .start(Arc::new(Unused))
+            .expect_err("no address");
+        assert!(
+            matches!(&err, StartError::Host(t) if t.contains("has no address")),
+            "{err:?}"
+        );
     }
 
     #[test]

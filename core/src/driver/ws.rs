@@ -76,6 +76,30 @@ pub(crate) fn endpoint(host: &str, route: &str) -> Result<Endpoint, String> {
     })
 }
 
+/// Checks that this node can dial `host` on `route`: a host string with a scheme and an
+/// address, whose WebSocket URL parses.
+pub(crate) fn check_dialable(host: &str, route: &str) -> Result<(), String> {
+    let ep = endpoint(host, route)?;
+    let url = &ep.url;
+    url.parse::<Uri>()
+        .map(drop)
+        .map_err(|e| format!("host {host:?} does not make a URL ({url}): {e}"))
+}
+
+/// Checks that `route` is a URL path an upgrade request can carry as it is: it starts
+/// with `/` and holds no query or fragment (the acceptor compares the request's path
+/// with it).
+pub(crate) fn check_route(route: &str) -> Result<(), String> {
+    let why = "a route is a URL path: it starts with '/' and has no query";
+    let uri: Uri = format!("ws://localhost{route}")
+        .parse()
+        .map_err(|e| format!("route {route:?}: {why} ({e})"))?;
+    if !route.starts_with('/') || uri.path() != route {
+        return Err(format!("route {route:?}: {why}"));
+    }
+    Ok(())
+}
+
 /// Runs the client side of TLS on a connection to a TLS host.
 async fn tls_connect(shared: &Shared, ep: &Endpoint, io: BoxIo) -> Result<BoxIo, String> {
     #[cfg(feature = "tls")]
@@ -1975,6 +1999,42 @@ mod tests {
         assert!(endpoint("a:1", "/r").is_err());
         assert!(endpoint("ftp://a:1", "/r").is_err());
         assert!(endpoint("https://", "/r").is_err());
+    }
+
+    #[test]
+    fn dialable_hosts_make_urls() {
+        assert_eq!(
+            check_dialable("http://127.0.0.1:9000", "/minio/grid/v1"),
+            Ok(())
+        );
+        assert_eq!(check_dialable("https://node1.example:9000/x", "/r"), Ok(()));
+        for (host, why) in [
+            ("127.0.0.1:9000", "has no scheme"),
+            ("ftp://127.0.0.1:9000", "unsupported scheme"),
+            ("http://", "has no address"),
+            ("http://a b:9000", "does not make a URL"),
+        ] {
+            let err = check_dialable(host, "/r").expect_err(host);
+            assert!(err.contains(why) && err.contains(host), "{host}: {err}");
+        }
+    }
+
+    #[test]
+    fn routes_are_url_paths() {
+        for route in ["/", "/minio/grid/v1", "/minio/grid/lock/v1"] {
+            assert_eq!(check_route(route), Ok(()), "{route}");
+        }
+        for route in [
+            "",
+            "grid",
+            "minio/grid/v1",
+            "/grid?x=1",
+            "/grid#top",
+            "/a b",
+        ] {
+            let err = check_route(route).expect_err(route);
+            assert!(err.starts_with(&format!("route {route:?}: ")), "{err}");
+        }
     }
 
     #[test]
