@@ -176,9 +176,16 @@ pub fn handlers(b: ManagerBuilder, probe: &Arc<Probe>, first: bool) -> ManagerBu
                 move |ctx: StreamCtx| {
                     let p = p2.clone();
                     async move {
-                        p.bump(&p.wait_started);
-                        ctx.cancelled.await;
-                        p.bump(&p.wait_cancelled);
+                        let mut cancelled = ctx.cancelled;
+                        // Counted only while `is_cancelled` agrees: not yet at the
+                        // start, and once the signal has fired.
+                        if !cancelled.is_cancelled() {
+                            p.bump(&p.wait_started);
+                        }
+                        (&mut cancelled).await;
+                        if cancelled.is_cancelled() {
+                            p.bump(&p.wait_cancelled);
+                        }
                         Ok(())
                     }
                 },

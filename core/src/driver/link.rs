@@ -1571,6 +1571,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_handlers_panic_message_becomes_the_error_text() {
+        let caught = |f: fn()| std::panic::catch_unwind(f).expect_err("it panics");
+        // The harness captures what the panics print.
+        let literal = caught(|| panic!("handler exploded"));
+        let formatted = caught(|| panic!("handler {} exploded", 7));
+        let other = caught(|| std::panic::panic_any(42u8));
+        assert_eq!(panic_text(&literal), "handler exploded");
+        assert_eq!(panic_text(&formatted), "handler 7 exploded");
+        assert_eq!(panic_text(&other), "unknown panic");
+    }
+
+    #[test]
     fn a_link_is_quiet_after_a_period_with_less_than_64_kib_moved() {
         let t0 = Instant::now();
         let s = |secs: u64| t0 + Duration::from_secs(secs);
