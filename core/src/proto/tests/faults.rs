@@ -10,7 +10,7 @@ use super::harness::*;
 use super::liveness::{busy_pair, ended_once};
 use super::stream::open;
 use crate::codec::{self, DecodeError, Flags, Frame, MuxConnectError, Op, Ping, Pong};
-use crate::proto::{CallError, Config, Event, LostReason, MuxKey, Read};
+use crate::proto::{CallError, Config, Event, LostReason, MuxKey, Read, SendError};
 
 fn request_frame(id: u64, payload: &[u8]) -> Frame {
     let mut f = forge(Op::Request, id, 0, Flags::EOF, payload);
@@ -915,4 +915,150 @@ fn a_call_arriving_while_the_queue_is_full_is_still_served() {
     let resp = p.a.received_ops(Op::Response);
     assert_eq!(resp.len(), 1);
     assert_eq!(&resp[0].payload[..], b"still served");
+}
+
+// ---------------------------------------------------------------------------------------
+// Answers the protocol allows but a well-behaved peer rarely sends.
+
+#[test]
+fn a_single_response_out_of_sequence_ends_the_call_with_incorrect_sequence() {
+    let mut p = Pair::connected();
+    let id =
+        p.a.s
+            .request(p.now, ECHO, Bytes::from_static(b"x"), None)
+            .unwrap();
+    p.drive();
+    let (mux, _, _) = p.b.expect_request();
+    let mut r = forge(Op::Response, id, 1, Flags::EOF, b"x");
+    r.handler = ECHO.id;
+    p.inject_to_a(r.to_bytes());
+    p.drive();
+    assert_eq!(p.a.expect_response(id), Err(CallError::IncorrectSequence));
+    // The real answer, late, finds no call.
+    let stale = p.a.s.stats().stale_frames;
+    assert!(p.b.s.respond(p.now, mux, Ok(Bytes::from_static(b"x"))));
+    p.drive();
+    assert_eq!(p.a.s.stats().stale_frames, stale + 1);
+    assert!(p.a.response(id).is_none());
+    p.assert_clean();
+}
+
+#[test]
+fn a_malformed_mux_connect_error_still_refuses_the_call() {
+    let mut p = Pair::connected();
+    let id =
+        p.a.s
+            .request(p.now, ECHO, Bytes::from_static(b"x"), None)
+            .unwrap();
+    p.drive();
+    let (mux, _, _) = p.b.expect_request();
+    p.inject_to_a(forge(Op::MuxConnectError, id, 0, Flags::NONE, &[0x81, 0xc0]).to_bytes());
+    p.drive();
+    match p.a.expect_response(id) {
+        Err(CallError::Refused(text)) => {
+            assert!(text.starts_with("malformed mux connect error: "), "{text}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(p.b.s.respond(p.now, mux, Ok(Bytes::new())));
+    p.drive();
+    p.assert_clean();
+}
+
+#[test]
+fn a_call_to_handler_zero_without_a_subroute_is_refused() {
+    let mut p = Pair::connected();
+    let mut f = request_frame(7, b"x");
+    f.handler = 0;
+    p.inject_to_b(f.to_bytes());
+    p.drive();
+    assert!(p.b.events.is_empty(), "{:?}", p.b.events);
+    let refusals = p.a.received_ops(Op::MuxConnectError);
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].mux_id, 7);
+    assert_eq!(
+        MuxConnectError::decode(&refusals[0].payload).unwrap().error,
+        "Invalid Handler"
+    );
+    p.assert_clean();
+}
+
+#[test]
+fn a_stateless_stream_is_refused() {
+    let mut p = Pair::connected();
+    let mut open = forge(Op::ConnectMux, 5, 0, Flags::STATELESS, b"");
+    open.handler = STREAM.id;
+    p.inject_to_b(open.to_bytes());
+    p.drive();
+    assert!(p.b.events.is_empty(), "{:?}", p.b.events);
+    let refusals = p.a.received_ops(Op::MuxConnectError);
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(
+        MuxConnectError::decode(&refusals[0].payload).unwrap().error,
+        "Stateless streams not supported"
+    );
+    p.assert_clean();
+}
+
+#[test]
+fn an_end_of_input_with_a_payload_ends_the_input_without_the_payload() {
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, STREAM, None, None);
+    p.inject_to_b(forge(Op::MuxClientMsg, c.id, 1, Flags::EOF, b"dropped").to_bytes());
+    p.drive();
+    assert_eq!(p.b.s.read(p.now, s), Read::End(Ok(())));
+    p.b.s.finish(p.now, s.id, Ok(()));
+    p.drive();
+    assert_eq!(p.a.s.read(p.now, c), Read::End(Ok(())));
+    p.drive();
+    p.assert_clean();
+}
+
+#[test]
+fn a_mux_pong_saying_not_found_ends_the_stream_and_a_garbled_one_is_ignored() {
+    let mut p = Pair::connected();
+    let [(c, s), (c2, s2)] = two_streams(&mut p);
+    let pong = |not_found| {
+        codec::to_payload(|b| {
+            Pong {
+                not_found,
+                ..Pong::default()
+            }
+            .encode(b)
+        })
+    };
+    // Undecodable, or found: the stream goes on.
+    p.inject_to_a(forge(Op::Pong, c.id, 0, Flags::NONE, &[0x81, 0xc0]).to_bytes());
+    p.inject_to_a(forge(Op::Pong, c.id, 0, Flags::NONE, &pong(false)).to_bytes());
+    p.drive();
+    assert!(p.a.events.is_empty(), "{:?}", p.a.events);
+    still_works(&mut p, (c, s));
+    // Not found: the server forgot the stream.
+    p.inject_to_a(forge(Op::Pong, c2.id, 0, Flags::NONE, &pong(true)).to_bytes());
+    p.drive();
+    assert_eq!(p.a.expect_closed(c2), CallError::RemoteTerminated);
+    assert_eq!(p.b.expect_closed(s2), CallError::CancelledByRemote);
+    p.assert_clean();
+}
+
+#[test]
+fn a_credit_beyond_the_window_is_ignored() {
+    let mut p = Pair::connected();
+    let (c, s) = open(&mut p, STREAM, None, None);
+    // Out capacity 1: one credit, and a forged second one is beyond the window.
+    p.inject_to_b(forge(Op::UnblockSrvMux, c.id, 1, Flags::NONE, b"").to_bytes());
+    p.drive();
+    assert_eq!(p.b.s.send(p.now, s, Bytes::from_static(b"0")), Ok(()));
+    assert_eq!(
+        p.b.s.send(p.now, s, Bytes::from_static(b"1")),
+        Err(SendError::Blocked)
+    );
+    p.drive();
+    assert_eq!(p.a.s.buffered(c), 1);
+    // The forged frame took the client's next sequence number, so the client cancels
+    // rather than read (reading gives a credit back).
+    p.a.s.cancel(c.id);
+    p.drive();
+    assert_eq!(p.b.expect_closed(s), CallError::CancelledByRemote);
+    p.assert_clean();
 }

@@ -189,3 +189,68 @@ fn calls_before_the_handshake_fail_fast() {
         Err(crate::proto::CallError::Disconnected)
     );
 }
+
+/// The dialer reads its first message as the connect response: anything else loses the
+/// link with the reason, and no call is ever admitted on it.
+#[test]
+fn dialer_loses_the_link_on_a_first_answer_that_is_not_a_connect_response() {
+    let ping = || {
+        let mut f = Frame::new(Op::Ping);
+        f.payload = codec::to_payload(|b| codec::Ping::default().encode(b));
+        f
+    };
+    let merged = {
+        let mut buf = bytes::BytesMut::new();
+        codec::encode_merged([ping(), ping()].iter(), &mut buf);
+        buf.freeze()
+    };
+    let mut garbled = Frame::new(Op::ConnectResponse);
+    garbled.payload = bytes::Bytes::from_static(&[0x81, 0xa2, b'I', b'D', 0x01]);
+    for (msg, want) in [
+        (ping().to_bytes(), "unexpected op: Ping"),
+        (merged, "unexpected op: Merged"),
+        (
+            bytes::Bytes::from_static(&[0x97, 0x00]),
+            "parsing connect response: truncated",
+        ),
+        (garbled.to_bytes(), "parsing connect response: "),
+    ] {
+        let mut p = Pair::new(Setup::default());
+        p.b.hold = true; // the real acceptor never answers
+        p.step();
+        p.inject_to_a(msg);
+        p.drive();
+        match p.a.events.pop_front() {
+            Some(Event::Lost(LostReason::Handshake(why))) => {
+                assert!(why.starts_with(want), "{want}: {why}")
+            }
+            other => panic!("{want}: {other:?}"),
+        }
+        assert!(p.a.s.is_closed());
+        let now = p.now;
+        assert_eq!(
+            p.a.s.request(now, ECHO, bytes::Bytes::new(), None),
+            Err(crate::proto::CallError::Disconnected)
+        );
+    }
+}
+
+/// An acceptor whose first message is a container refuses it: the handshake frames
+/// travel alone.
+#[test]
+fn acceptor_refuses_a_container_as_the_connect_request() {
+    let mut p = Pair::new(Setup::default());
+    p.a.s.close(LostReason::Local); // silence the real dialer
+    let mut ping = Frame::new(Op::Ping);
+    ping.payload = codec::to_payload(|b| codec::Ping::default().encode(b));
+    let mut buf = bytes::BytesMut::new();
+    codec::encode_merged([ping.clone(), ping].iter(), &mut buf);
+    p.inject_to_b(buf.freeze());
+    p.drive();
+    match p.b.events.pop_front() {
+        Some(Event::Lost(LostReason::RejectedPeer(r))) => {
+            assert_eq!(r, "unexpected connect op: Merged")
+        }
+        other => panic!("{other:?}"),
+    }
+}
