@@ -184,89 +184,25 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The same error with positions moved by `base` (the offset of a sub-slice).
-    pub(crate) fn shifted(self, base: usize) -> DecodeError {
+    pub(crate) fn shifted(mut self, base: usize) -> DecodeError {
         use DecodeError::*;
-        match self {
-            Truncated {
-                field,
-                at,
-                need,
-                have,
-            } => Truncated {
-                field,
-                at: at + base,
-                need,
-                have,
-            },
-            UnexpectedType { field, at, byte } => UnexpectedType {
-                field,
-                at: at + base,
-                byte,
-            },
-            Negative { field, at, value } => Negative {
-                field,
-                at: at + base,
-                value,
-            },
-            Overflow {
-                field,
-                at,
-                value,
-                max,
-            } => Overflow {
-                field,
-                at: at + base,
-                value,
-                max,
-            },
-            InvalidUtf8 { field, at } => InvalidUtf8 {
-                field,
-                at: at + base,
-            },
-            InvalidValue { field, at, reason } => InvalidValue {
-                field,
-                at: at + base,
-                reason,
-            },
-            ArrayLength { at, len } => ArrayLength { at: at + base, len },
-            MissingTrailer {
-                trailer,
-                at,
-                want,
-                have,
-            } => MissingTrailer {
-                trailer,
-                at: at + base,
-                want,
-                have,
-            },
-            CrcMismatch {
-                at,
-                given,
-                computed,
-            } => CrcMismatch {
-                at: at + base,
-                given,
-                computed,
-            },
-            TrailingBytes { at, count } => TrailingBytes {
-                at: at + base,
-                count,
-            },
-            MergedCount {
-                at,
-                declared,
-                found,
-                extra_bytes,
-            } => MergedCount {
-                at: at + base,
-                declared,
-                found,
-                extra_bytes,
-            },
-            NestedMerged { at } => NestedMerged { at: at + base },
-            e @ TooLarge { .. } => e,
+        match &mut self {
+            Truncated { at, .. }
+            | UnexpectedType { at, .. }
+            | Negative { at, .. }
+            | Overflow { at, .. }
+            | InvalidUtf8 { at, .. }
+            | InvalidValue { at, .. }
+            | ArrayLength { at, .. }
+            | MissingTrailer { at, .. }
+            | CrcMismatch { at, .. }
+            | TrailingBytes { at, .. }
+            | MergedCount { at, .. }
+            | NestedMerged { at } => *at += base,
+            // The whole message: no position in it.
+            TooLarge { .. } => {}
         }
+        self
     }
 }
 
@@ -309,4 +245,74 @@ pub fn decode(message: &Bytes, max_len: usize) -> Result<Message, DecodeError> {
         return Ok(Message::Merged(MergedFrames::new(parsed.frame, body, base)));
     }
     Ok(Message::Frame(parsed.frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DecodeError::*;
+
+    #[test]
+    fn a_shifted_error_moves_its_position_and_nothing_else() {
+        let f = "field";
+        let at_3 = [
+            Truncated {
+                field: f,
+                at: 3,
+                need: 4,
+                have: 1,
+            },
+            UnexpectedType {
+                field: f,
+                at: 3,
+                byte: 0xc0,
+            },
+            Negative {
+                field: f,
+                at: 3,
+                value: -1,
+            },
+            Overflow {
+                field: f,
+                at: 3,
+                value: 9,
+                max: 8,
+            },
+            InvalidUtf8 { field: f, at: 3 },
+            InvalidValue {
+                field: f,
+                at: 3,
+                reason: "why",
+            },
+            ArrayLength { at: 3, len: 6 },
+            MissingTrailer {
+                trailer: "crc",
+                at: 3,
+                want: 4,
+                have: 0,
+            },
+            CrcMismatch {
+                at: 3,
+                given: 1,
+                computed: 2,
+            },
+            TrailingBytes { at: 3, count: 2 },
+            MergedCount {
+                at: 3,
+                declared: 2,
+                found: 1,
+                extra_bytes: 0,
+            },
+            NestedMerged { at: 3 },
+        ];
+        for e in at_3 {
+            let text = e.to_string();
+            let moved = e.clone().shifted(100);
+            assert_ne!(moved, e);
+            // Only the position changed: the text differs exactly there.
+            assert_eq!(moved.to_string(), text.replacen("byte 3", "byte 103", 1));
+            assert_eq!(moved.shifted(0), e.shifted(100));
+        }
+        let whole = TooLarge { len: 9, max: 8 };
+        assert_eq!(whole.clone().shifted(100), whole);
+    }
 }
