@@ -1319,8 +1319,11 @@ pub async fn unread_items_outlive_a_lost_link(rt: Arc<dyn Runtime>) {
         .await;
         out.reset();
         for i in 0..5u8 {
+            // What is left to read is counted after the loss as before it.
+            assert_eq!(ended.responses.buffered(), 5 - i as usize);
             assert_eq!(ended.responses.next().await, Some(Ok(Bytes::from(vec![i]))));
         }
+        assert_eq!(ended.responses.buffered(), 0);
         assert!(ended.responses.next().await.is_none(), "a clean end");
         assert_eq!(
             running.responses.next().await,
