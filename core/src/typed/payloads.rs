@@ -437,6 +437,50 @@ mod tests {
     }
 
     #[test]
+    fn bytes_payload_also_reads_a_str_as_go_does() {
+        // Go's msgp reads bytes from a str as well as from a bin.
+        assert_eq!(
+            dec::<BytesPayload>(&[0xa3, b'a', b'b', b'c']).as_slice(),
+            b"abc"
+        );
+        let owned: BytesPayload = rmp_serde::from_read(&[0xc4, 0x02, b'h', b'i'][..]).unwrap();
+        assert_eq!(owned.as_slice(), b"hi");
+        assert!(BytesPayload::from(None::<Bytes>).is_nil());
+        assert_eq!(
+            BytesPayload::from(Some(Bytes::from_static(b"x"))).as_slice(),
+            b"x"
+        );
+        assert_eq!(
+            BytesPayload::from(Bytes::from_static(b"y")).as_slice(),
+            b"y"
+        );
+    }
+
+    #[test]
+    fn map_helpers_read_and_replace() {
+        let mut m = BTreeMap::new();
+        m.insert("b".to_owned(), "2".to_owned());
+        m.insert("a".to_owned(), "1".to_owned());
+        let mss = Mss::from(m);
+        assert_eq!(mss.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
+        assert_eq!(Mss::default().iter().count(), 0);
+
+        let mut v = UrlValues::from(BTreeMap::from([(
+            "k".to_owned(),
+            vec!["x".to_owned(), "y".to_owned()],
+        )]));
+        v.set("k", "z");
+        assert_eq!(v.get_all("k"), ["z"]);
+        v.set("new", "n");
+        assert_eq!(v.get("new"), Some("n"));
+
+        let j = Json::new(7u32);
+        assert_eq!(j.get(), Some(&7));
+        assert_eq!(j.into_inner(), Some(7));
+        assert_eq!(Json::<u32>::nil().get(), None);
+    }
+
+    #[test]
     fn mss_is_map_or_nil() {
         assert_eq!(enc(&Mss::default()), [0xc0]);
         assert_eq!(enc(&Mss::new()), [0x80]);
