@@ -478,6 +478,8 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn encoded_uint(v: u64) -> Vec<u8> {
@@ -572,5 +574,217 @@ mod tests {
             .skip("v")
             .unwrap_err();
         assert!(matches!(err, DecodeError::Truncated { .. }), "{err}");
+    }
+
+    /// A msgpack value for the reader's property tests; `wide` picks a header wider
+    /// than needed (msgpack allows any form that holds the length).
+    #[derive(Clone, Debug)]
+    enum V {
+        Nil,
+        Bool(bool),
+        Uint(u64, bool),
+        Int(i64),
+        F32,
+        F64,
+        Str(String, u8),
+        Bin(Vec<u8>, u8),
+        Ext(usize, u8),
+        Array(Vec<V>, u8),
+        Map(Vec<(V, V)>, u8),
+    }
+
+    /// The header of a length-prefixed object: the smallest form whose width is at
+    /// least the `wide`th (0: smallest), fix forms only where `fix` is given.
+    fn header(out: &mut Vec<u8>, len: usize, wide: u8, fix: Option<(u8, usize)>, forms: [u8; 3]) {
+        let need = match (fix, len) {
+            (Some((_, max)), l) if l <= max => 0,
+            (_, l) if l <= 0xff && forms[0] != 0 => 1,
+            (_, l) if l <= 0xffff => 2,
+            _ => 3,
+        };
+        let first = if fix.is_some() {
+            0
+        } else if forms[0] != 0 {
+            1
+        } else {
+            2
+        };
+        match need.max(first).max(wide.min(3) as usize) {
+            0 => out.push(fix.unwrap().0 | len as u8),
+            1 if forms[0] != 0 => out.extend([forms[0], len as u8]),
+            1 | 2 => {
+                out.push(forms[1]);
+                out.extend((len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(forms[2]);
+                out.extend((len as u32).to_be_bytes());
+            }
+        }
+    }
+
+    fn enc(v: &V, out: &mut Vec<u8>) {
+        match v {
+            V::Nil => out.push(NIL),
+            V::Bool(b) => put_bool(out, *b),
+            V::Uint(u, false) => put_uint(out, *u),
+            V::Uint(u, true) => {
+                out.push(UINT64);
+                out.extend(u.to_be_bytes());
+            }
+            V::Int(i) => match *i {
+                -32..=-1 => out.push(*i as u8),
+                -128..=127 => out.extend([INT8, *i as u8]),
+                -32768..=32767 => {
+                    out.push(INT16);
+                    out.extend((*i as i16).to_be_bytes());
+                }
+                -2147483648..=2147483647 => {
+                    out.push(INT32);
+                    out.extend((*i as i32).to_be_bytes());
+                }
+                _ => {
+                    out.push(INT64);
+                    out.extend(i.to_be_bytes());
+                }
+            },
+            V::F32 => out.extend([0xca, 0, 0, 0, 0]),
+            V::F64 => out.extend([0xcb, 0, 0, 0, 0, 0, 0, 0, 0]),
+            V::Str(t, w) => {
+                header(out, t.len(), *w, Some((0xa0, 31)), [STR8, STR16, STR32]);
+                out.extend(t.as_bytes());
+            }
+            V::Bin(b, w) => {
+                header(out, b.len(), *w, None, [BIN8, BIN16, BIN32]);
+                out.extend(b);
+            }
+            V::Ext(len, w) => {
+                match (*len, *w) {
+                    (1 | 2 | 4 | 8 | 16, 0) => out.push(FIXEXT1 + len.trailing_zeros() as u8),
+                    _ => header(out, *len, *w, None, [EXT8, EXT16, EXT32]),
+                }
+                out.push(5); // the type
+                out.extend(std::iter::repeat_n(0xee, *len));
+            }
+            V::Array(items, w) => {
+                header(
+                    out,
+                    items.len(),
+                    *w,
+                    Some((0x90, 15)),
+                    [0, ARRAY16, ARRAY32],
+                );
+                items.iter().for_each(|i| enc(i, out));
+            }
+            V::Map(entries, w) => {
+                header(out, entries.len(), *w, Some((0x80, 15)), [0, MAP16, MAP32]);
+                for (k, v) in entries {
+                    enc(k, out);
+                    enc(v, out);
+                }
+            }
+        }
+    }
+
+    fn value() -> impl Strategy<Value = V> {
+        let len = prop_oneof![0usize..40, 250usize..260, Just(65_535), Just(65_536)];
+        let leaf = prop_oneof![
+            Just(V::Nil),
+            any::<bool>().prop_map(V::Bool),
+            (any::<u64>(), any::<bool>()).prop_map(|(u, w)| V::Uint(u, w)),
+            any::<i64>().prop_map(V::Int),
+            (-200i64..200).prop_map(V::Int),
+            Just(V::F32),
+            Just(V::F64),
+            (len.clone(), 0u8..4)
+                .prop_map(|(n, w)| V::Str("é".repeat(n / 2) + &"x".repeat(n % 2), w)),
+            (len, 0u8..4).prop_map(|(n, w)| V::Bin(vec![7; n], w)),
+            (
+                prop_oneof![
+                    Just(1usize),
+                    Just(2),
+                    Just(4),
+                    Just(8),
+                    Just(16),
+                    0usize..300
+                ],
+                0u8..4
+            )
+                .prop_map(|(n, w)| V::Ext(n, w)),
+        ];
+        leaf.prop_recursive(3, 40, 6, |inner| {
+            prop_oneof![
+                (proptest::collection::vec(inner.clone(), 0..6), 0u8..4)
+                    .prop_map(|(v, w)| V::Array(v, w)),
+                (
+                    proptest::collection::vec((inner.clone(), inner), 0..4),
+                    0u8..4
+                )
+                    .prop_map(|(v, w)| V::Map(v, w)),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// `skip` steps over exactly one value of any form, and stops short of a cut one.
+        #[test]
+        fn skip_steps_over_exactly_one_value_of_any_form(v in value()) {
+            let mut bytes = Vec::new();
+            enc(&v, &mut bytes);
+            let len = bytes.len();
+            bytes.push(0x2a); // the next value
+            let mut r = Reader::new(&bytes);
+            r.skip("v").unwrap();
+            prop_assert_eq!(r.pos(), len);
+            for cut in [0, len / 2, len - 1] {
+                prop_assert!(Reader::new(&bytes[..cut]).skip("v").is_err(), "cut {}", cut);
+            }
+        }
+
+        /// Strings, bins and headers read back from every form that holds them.
+        #[test]
+        fn every_form_of_a_str_bin_array_or_map_reads_back(v in value()) {
+            let mut bytes = Vec::new();
+            enc(&v, &mut bytes);
+            let mut r = Reader::new(&bytes);
+            match &v {
+                V::Str(t, _) => prop_assert_eq!(r.read_str("s").unwrap(), t.as_str()),
+                V::Bin(b, _) => prop_assert_eq!(r.read_bin("b").unwrap(), &b[..]),
+                V::Array(items, _) => {
+                    prop_assert_eq!(r.read_array_len("a").unwrap() as usize, items.len())
+                }
+                V::Map(entries, _) => {
+                    prop_assert_eq!(r.read_map_len("m").unwrap() as usize, entries.len())
+                }
+                _ => return Ok(()),
+            }
+            if !matches!(v, V::Array(..) | V::Map(..)) {
+                prop_assert_eq!(r.remaining(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn put_str_writes_the_smallest_form_at_every_boundary() {
+        for (len, head) in [
+            (0, vec![0xa0]),
+            (31, vec![0xbf]),
+            (32, vec![STR8, 32]),
+            (255, vec![STR8, 255]),
+            (256, vec![STR16, 1, 0]),
+            (65_535, vec![STR16, 0xff, 0xff]),
+            (65_536, vec![STR32, 0, 1, 0, 0]),
+        ] {
+            let s = "s".repeat(len);
+            let mut out = Vec::new();
+            put_str(&mut out, &s);
+            assert_eq!(&out[..head.len()], &head[..], "{len}");
+            assert_eq!(out.len(), head.len() + len);
+            let mut r = Reader::new(&out);
+            assert_eq!(r.read_str("s").unwrap(), s);
+            assert_eq!(r.remaining(), 0);
+        }
     }
 }
