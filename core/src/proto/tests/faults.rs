@@ -920,15 +920,21 @@ fn a_call_arriving_while_the_queue_is_full_is_still_served() {
 // ---------------------------------------------------------------------------------------
 // Answers the protocol allows but a well-behaved peer rarely sends.
 
-#[test]
-fn a_single_response_out_of_sequence_ends_the_call_with_incorrect_sequence() {
-    let mut p = Pair::connected();
+/// A single request the server has received and not answered: its ID and the server's.
+fn pending_request(p: &mut Pair) -> (u64, u64) {
     let id =
         p.a.s
             .request(p.now, ECHO, Bytes::from_static(b"x"), None)
             .unwrap();
     p.drive();
     let (mux, _, _) = p.b.expect_request();
+    (id, mux)
+}
+
+#[test]
+fn a_single_response_out_of_sequence_ends_the_call_with_incorrect_sequence() {
+    let mut p = Pair::connected();
+    let (id, mux) = pending_request(&mut p);
     let mut r = forge(Op::Response, id, 1, Flags::EOF, b"x");
     r.handler = ECHO.id;
     p.inject_to_a(r.to_bytes());
@@ -946,12 +952,7 @@ fn a_single_response_out_of_sequence_ends_the_call_with_incorrect_sequence() {
 #[test]
 fn a_malformed_mux_connect_error_still_refuses_the_call() {
     let mut p = Pair::connected();
-    let id =
-        p.a.s
-            .request(p.now, ECHO, Bytes::from_static(b"x"), None)
-            .unwrap();
-    p.drive();
-    let (mux, _, _) = p.b.expect_request();
+    let (id, mux) = pending_request(&mut p);
     p.inject_to_a(forge(Op::MuxConnectError, id, 0, Flags::NONE, &[0x81, 0xc0]).to_bytes());
     p.drive();
     match p.a.expect_response(id) {

@@ -2,6 +2,13 @@ use super::harness::*;
 use crate::codec::{self, ConnectResponse, Frame, Op};
 use crate::proto::{Event, LostReason, Role};
 
+/// A connection ping: a frame that has no place in a handshake.
+fn ping_frame() -> Frame {
+    let mut f = Frame::new(Op::Ping);
+    f.payload = codec::to_payload(|b| codec::Ping::default().encode(b));
+    f
+}
+
 fn rejection(setup: Setup) -> (String, Pair) {
     let mut p = Pair::new(setup);
     p.drive();
@@ -121,9 +128,7 @@ fn checks_run_in_order_host_before_direction_before_skew_before_token() {
 fn rejects_a_first_message_that_is_not_a_connect_request() {
     let mut p = Pair::new(Setup::default());
     p.a.s.close(LostReason::Local); // silence the real dialer
-    let mut ping = Frame::new(Op::Ping);
-    ping.payload = codec::to_payload(|b| codec::Ping::default().encode(b));
-    p.inject_to_b(ping.to_bytes());
+    p.inject_to_b(ping_frame().to_bytes());
     p.drive();
     match p.b.events.pop_front() {
         Some(Event::Lost(LostReason::RejectedPeer(r))) => {
@@ -194,20 +199,15 @@ fn calls_before_the_handshake_fail_fast() {
 /// link with the reason, and no call is ever admitted on it.
 #[test]
 fn dialer_loses_the_link_on_a_first_answer_that_is_not_a_connect_response() {
-    let ping = || {
-        let mut f = Frame::new(Op::Ping);
-        f.payload = codec::to_payload(|b| codec::Ping::default().encode(b));
-        f
-    };
     let merged = {
         let mut buf = bytes::BytesMut::new();
-        codec::encode_merged([ping(), ping()].iter(), &mut buf);
+        codec::encode_merged([ping_frame(), ping_frame()].iter(), &mut buf);
         buf.freeze()
     };
     let mut garbled = Frame::new(Op::ConnectResponse);
     garbled.payload = bytes::Bytes::from_static(&[0x81, 0xa2, b'I', b'D', 0x01]);
     for (msg, want) in [
-        (ping().to_bytes(), "unexpected op: Ping"),
+        (ping_frame().to_bytes(), "unexpected op: Ping"),
         (merged, "unexpected op: Merged"),
         (
             bytes::Bytes::from_static(&[0x97, 0x00]),
@@ -241,10 +241,8 @@ fn dialer_loses_the_link_on_a_first_answer_that_is_not_a_connect_response() {
 fn acceptor_refuses_a_container_as_the_connect_request() {
     let mut p = Pair::new(Setup::default());
     p.a.s.close(LostReason::Local); // silence the real dialer
-    let mut ping = Frame::new(Op::Ping);
-    ping.payload = codec::to_payload(|b| codec::Ping::default().encode(b));
     let mut buf = bytes::BytesMut::new();
-    codec::encode_merged([ping.clone(), ping].iter(), &mut buf);
+    codec::encode_merged([ping_frame(), ping_frame()].iter(), &mut buf);
     p.inject_to_b(buf.freeze());
     p.drive();
     match p.b.events.pop_front() {
