@@ -254,7 +254,8 @@ impl ManagerBuilder {
     /// Starts the manager on `rt`: binds (unless told not to), accepts peers and dials
     /// the peers this node dials. Before it spawns anything it fails with a
     /// [`StartError`] on a route that is not a URL path, a peer it dials whose host
-    /// string is not a URL, a TLS host without a TLS configuration, or an address it
+    /// string is not a URL (or, for a TLS host, names no certificate: neither a DNS name
+    /// nor an IP address), a TLS host without a TLS configuration, or an address it
     /// cannot bind.
     pub fn start(self, rt: Arc<dyn Runtime>) -> Result<Manager, StartError> {
         #[cfg(feature = "tls")]

@@ -176,12 +176,8 @@ impl TlsConfig {
     /// Runs the client handshake on `io`, checking the server's certificate against
     /// `server_name` (a DNS name or an IP address).
     pub(crate) async fn connect(&self, server_name: &str, io: BoxIo) -> io::Result<BoxIo> {
-        let name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{server_name:?} is not a valid TLS server name: {e}"),
-            )
-        })?;
+        let name = parse_server_name(server_name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let tls = TlsConnector::from(self.client.clone())
             .connect(name, io)
             .await?;
@@ -207,6 +203,12 @@ fn certs(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
         });
     }
     Ok(certs)
+}
+
+/// The name a TLS peer's certificate is checked against: a DNS name or an IP address.
+pub(crate) fn parse_server_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_owned())
+        .map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))
 }
 
 #[cfg(test)]

@@ -77,13 +77,19 @@ pub(crate) fn endpoint(host: &str, route: &str) -> Result<Endpoint, String> {
 }
 
 /// Checks that this node can dial `host` on `route`: a host string with a scheme and an
-/// address, whose WebSocket URL parses.
+/// address, whose WebSocket URL parses, and for a TLS host a name a certificate can be
+/// checked against.
 pub(crate) fn check_dialable(host: &str, route: &str) -> Result<(), String> {
     let ep = endpoint(host, route)?;
     let url = &ep.url;
     url.parse::<Uri>()
-        .map(drop)
-        .map_err(|e| format!("host {host:?} does not make a URL ({url}): {e}"))
+        .map_err(|e| format!("host {host:?} does not make a URL ({url}): {e}"))?;
+    #[cfg(feature = "tls")]
+    if ep.tls {
+        super::tls::parse_server_name(ep.server_name())
+            .map_err(|e| format!("host {host:?}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Checks that `route` is a URL path an upgrade request can carry as it is: it starts
@@ -2017,6 +2023,25 @@ mod tests {
             let err = check_dialable(host, "/r").expect_err(host);
             assert!(err.contains(why) && err.contains(host), "{host}: {err}");
         }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_dialable_tls_host_names_a_certificate() {
+        for host in [
+            "https://node1.example:9000",
+            "https://127.0.0.1:9000",
+            "wss://[::1]:1",
+        ] {
+            assert_eq!(check_dialable(host, "/r"), Ok(()), "{host}");
+        }
+        let err = check_dialable("https://no_such!name:9000", "/r").unwrap_err();
+        assert!(
+            err.starts_with("host \"https://no_such!name:9000\": \"no_such!name\" is not a valid TLS server name"),
+            "{err}"
+        );
+        // The same name on a plain link is only an address.
+        assert_eq!(check_dialable("http://no_such!name:9000", "/r"), Ok(()));
     }
 
     #[test]
