@@ -1422,6 +1422,15 @@ fn node_for_a_raw_peer(rt: &Arc<dyn Runtime>) -> (Manager, SocketAddr, String, A
 
 /// A raw peer named `peer_host`, connected to the node at `addr` and accepted by it.
 fn raw_peer(addr: SocketAddr, peer_host: &str) -> tungstenite::WebSocket<TcpStream> {
+    raw_peer_after(addr, peer_host, Vec::new())
+}
+
+/// [`raw_peer`], sending `first` between the upgrade and its connect request.
+fn raw_peer_after(
+    addr: SocketAddr,
+    peer_host: &str,
+    first: Vec<tungstenite::Message>,
+) -> tungstenite::WebSocket<TcpStream> {
     use grid_core::codec::{ConnectResponse, Op};
     use grid_core::driver::MINIO_ROUTE;
     use tungstenite::Message;
@@ -1434,6 +1443,9 @@ fn raw_peer(addr: SocketAddr, peer_host: &str) -> tungstenite::WebSocket<TcpStre
     let req = ClientRequestBuilder::new(url.parse().expect("url"))
         .with_header("Authorization", "Bearer secret");
     let (mut ws, _) = tungstenite::client(req, tcp).expect("upgrade");
+    for m in first {
+        ws.send(m).expect("send");
+    }
     ws.send(Message::Binary(connect_message(peer_host, 0x5b)))
         .expect("send");
     loop {
@@ -1496,6 +1508,49 @@ pub async fn call_cancelled_in_its_own_message(rt: Arc<dyn Runtime>) {
     assert_eq!(node.running_tasks(), 0);
 }
 
+/// A peer that sends WebSocket messages the protocol has no use for, text and pongs
+/// nobody asked for, before its connect request and in the session: they are skipped,
+/// the handshake and the link go on, and a request sent after them is answered.
+pub async fn stray_websocket_messages_are_skipped(rt: Arc<dyn Runtime>) {
+    use grid_core::codec::{Flags, Frame, Op};
+    use tungstenite::Message;
+    let stray = || {
+        vec![
+            Message::Text("not grid".into()),
+            Message::Pong(Bytes::from_static(b"unasked")),
+        ]
+    };
+    let (node, addr, peer_host, _probe) = node_for_a_raw_peer(&rt);
+    let answer = within(
+        &rt,
+        LIMIT,
+        blocking(move || {
+            let mut ws = raw_peer_after(addr, &peer_host, stray());
+            for m in stray() {
+                ws.send(m).expect("send");
+            }
+            let mut request = Frame::new(Op::Request);
+            request.mux_id = 1;
+            request.handler = ECHO;
+            request.deadline_ms = 30_000;
+            request.flags = Flags::EOF | Flags::CRC;
+            request.payload = Bytes::from_static(b"still here");
+            ws.send(Message::Binary(request.to_bytes())).expect("send");
+            loop {
+                if let Message::Binary(m) = ws.read().expect("read") {
+                    if let Some(f) = frames(&m).into_iter().find(|f| f.op == Op::Response) {
+                        return (f.mux_id, f.payload);
+                    }
+                }
+            }
+        }),
+    )
+    .await;
+    assert_eq!(answer, (1, Bytes::from_static(b"still here")));
+    node.shutdown().await;
+    assert_eq!(node.running_tasks(), 0);
+}
+
 /// Defines one `#[test]` per hardening scenario, each run with `$block_on` on the
 /// runtime `$rt`.
 #[macro_export]
@@ -1509,6 +1564,7 @@ macro_rules! hardening_tests {
             dripped_handshake_dropped_at_deadline,
             upgrade_without_connect_frame,
             pings_during_the_handshake,
+            stray_websocket_messages_are_skipped,
             handshake_deadline_spans_upgrade_and_connect,
             bad_upgrade_requests,
             reconnect_storm,
