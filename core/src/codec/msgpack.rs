@@ -602,14 +602,7 @@ mod tests {
             (_, l) if l <= 0xffff => 2,
             _ => 3,
         };
-        let first = if fix.is_some() {
-            0
-        } else if forms[0] != 0 {
-            1
-        } else {
-            2
-        };
-        match need.max(first).max(wide.min(3) as usize) {
+        match need.max(wide.min(3) as usize) {
             0 => out.push(fix.unwrap().0 | len as u8),
             1 if forms[0] != 0 => out.extend([forms[0], len as u8]),
             1 | 2 => {
