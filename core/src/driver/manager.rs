@@ -270,10 +270,12 @@ impl ManagerBuilder {
         }
         ws::check_route(&self.route).map_err(StartError::Route)?;
         // A typo in a peer's host string fails here, not in every attempt of its dialer.
-        for peer in &self.hosts {
-            if *peer != self.local_host && should_dial(&self.local_host, peer) {
-                ws::check_dialable(peer, &self.route).map_err(StartError::Host)?;
-            }
+        for peer in self
+            .hosts
+            .iter()
+            .filter(|p| should_dial(&self.local_host, p))
+        {
+            ws::check_dialable(peer, &self.route).map_err(StartError::Host)?;
         }
         let mut id = [0u8; 16];
         let entropy = twox_hash::XxHash3_128::oneshot(
