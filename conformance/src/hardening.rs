@@ -26,8 +26,8 @@ use crate::accept_faults::{
 };
 use crate::proxy::{Dir, FaultProxy};
 use crate::suite::{
-    ECHO, FAIL, HANG, PUSH, Probe, STREAM_ECHO, connect_message, handlers, secret_only,
-    test_config, until_link_works, within,
+    ECHO, FAIL, HANG, PUSH, Probe, STREAM_ECHO, connect_message, handlers, peer_that_dials,
+    secret_only, test_config, until_link_works, within,
 };
 use async_tungstenite::tungstenite;
 
@@ -160,15 +160,6 @@ pub async fn proxied_on(
     })
     .await;
     p
-}
-
-/// The host string of a peer that dials `host`: a raw peer, or one that never runs,
-/// only has to name a port that makes it the dialer.
-fn peer_that_dials(host: &str) -> String {
-    (1..)
-        .map(|port| format!("http://127.0.0.1:{port}"))
-        .find(|p| should_dial(p, host))
-        .expect("a peer that dials")
 }
 
 /// Runs blocking code (raw socket clients) on its own thread and awaits its result

@@ -362,6 +362,25 @@ pub async fn cluster(rt: &Arc<dyn Runtime>, n: usize) -> TestCluster {
     cluster_with(rt, n, |_, b| b).await
 }
 
+/// A test cluster's node `host` among `hosts`: the test configuration, the shared
+/// secret both ways and the suite's handlers (`first`: those of node 0 too).
+pub fn test_node(host: &str, hosts: &[String], probe: &Arc<Probe>, first: bool) -> ManagerBuilder {
+    let b = Manager::builder(host, hosts)
+        .config(test_config())
+        .token_provider(|| "secret".into())
+        .token_validator(secret_only);
+    handlers(b, probe, first)
+}
+
+/// The host string of a peer that dials `host`: a raw peer, or one that never listens,
+/// only has to name a port that makes it the dialer.
+pub fn peer_that_dials(host: &str) -> String {
+    (1..)
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .find(|p| grid_core::codec::should_dial(p, host))
+        .expect("a peer that dials")
+}
+
 /// Starts `n` nodes, letting `tweak` adjust each builder, and waits until all are up.
 pub async fn cluster_with(
     rt: &Arc<dyn Runtime>,
@@ -384,12 +403,7 @@ pub async fn cluster_on(
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
-            let b = Manager::builder(hosts[i].clone(), &hosts)
-                .config(test_config())
-                .listener(l)
-                .token_provider(|| "secret".into())
-                .token_validator(secret_only);
-            let b = handlers(b, &probe, i == 0);
+            let b = test_node(&hosts[i], &hosts, &probe, i == 0).listener(l);
             tweak(i, b).start(rts[i].clone()).expect("manager starts")
         })
         .collect();
@@ -1545,12 +1559,9 @@ pub async fn own_listener_and_route(rt: Arc<dyn Runtime>) {
     use grid_core::driver::{MINIO_LOCK_ROUTE, MINIO_ROUTE, StartError};
     let probe = Arc::new(Probe::default());
     let start = |host: &str, hosts: &[String], route: &str| {
-        let b = Manager::builder(host, hosts)
-            .config(test_config())
+        test_node(host, hosts, &probe, false)
             .route(route)
-            .token_provider(|| "secret".into())
-            .token_validator(secret_only);
-        handlers(b, &probe, false).start(rt.clone())
+            .start(rt.clone())
     };
     // Free ports, bound and released: one taken again in between fails `start` with
     // `AddrInUse`, and the ports are picked again.
@@ -1604,10 +1615,7 @@ pub async fn own_listener_and_route(rt: Arc<dyn Runtime>) {
     })
     .await;
     // A third node, on the default route, that dials node 0.
-    let d = (2..)
-        .map(|port| format!("http://127.0.0.1:{port}"))
-        .find(|h| grid_core::codec::should_dial(h, &c.hosts[0]))
-        .unwrap();
+    let d = peer_that_dials(&c.hosts[0]);
     let target = c.hosts[0].clone();
     let stray = Manager::builder(&d, &[d.clone(), target.clone()])
         .config(test_config())
